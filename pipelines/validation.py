@@ -1,0 +1,142 @@
+"""Validate a submission against the registry before anything is stored or enqueued."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+from pydantic import ValidationError
+
+from pipelines import OPERATIONS
+from pipelines.base import IMAGE_FIELDS, JobInput, Operation
+from pipelines.images import ImageRejected, decode_base64, open_image
+
+MAX_PROMPT = 5000
+TOP_LEVEL_FIELDS = {"task_type", "prompt", "parameters", *IMAGE_FIELDS}
+
+Details = dict[str, list[str]]
+
+
+class InvalidSubmission(ValueError):
+    """Field path → messages, as the API's ``details``."""
+
+    def __init__(self, details: Details) -> None:
+        super().__init__("Invalid input")
+        self.details = details
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated job: the operation, the prompt, the original image bytes and clean parameters."""
+
+    operation: Operation
+    prompt: str | None
+    image_bytes: dict[str, bytes]
+    parameters: dict[str, Any]
+    sizes: dict[str, tuple[int, int]]
+
+
+def _add(details: Details, field: str, message: str) -> None:
+    details.setdefault(field, []).append(message)
+
+
+def _error_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(["parameters", *(str(part) for part in loc)]) if loc else "parameters"
+
+
+def validate_parameters(operation: Operation, raw: Any) -> tuple[Any, Details]:
+    """The operation's parameters model, or field errors keyed ``parameters.<name>``."""
+    details: Details = {}
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return None, {"parameters": ["parameters must be a JSON object"]}
+    try:
+        # Through JSON so that strict mode judges types as a JSON client sent them.
+        return operation.parameters.model_validate_json(json.dumps(raw)), details
+    except ValidationError as exc:
+        for error in exc.errors():
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                known = ", ".join(operation.parameters.model_fields) or "none"
+                message = f"Unknown parameter for {operation.name}; known: {known}"
+            elif message.startswith("Value error, "):
+                message = message.removeprefix("Value error, ")
+            _add(details, _error_path(error["loc"]), message)
+        return None, details
+
+
+def validate_submission(
+    fields: Mapping[str, Any], files: Mapping[str, bytes], max_pixels: int
+) -> tuple[Submission, JobInput]:
+    """Check a submission; raise :class:`InvalidSubmission` with every problem found.
+
+    ``fields`` holds the JSON members (images as base64 strings); ``files`` holds raw
+    image bytes from a multipart upload. Returns the submission to store and the decoded
+    job input (images already opened, so the caller need not decode twice).
+    """
+    details: Details = {}
+    task_type = fields.get("task_type")
+    if task_type is None or task_type == "":
+        raise InvalidSubmission({"task_type": [f"task_type is required; one of: {', '.join(OPERATIONS)}"]})
+    if not isinstance(task_type, str) or task_type not in OPERATIONS:
+        raise InvalidSubmission(
+            {"task_type": [f"Unknown task_type {task_type!r}; available: {', '.join(OPERATIONS)}"]}
+        )
+    operation = OPERATIONS[task_type]
+
+    for name in sorted(set(fields) - TOP_LEVEL_FIELDS):
+        _add(details, name, f"Unknown field; allowed: {', '.join(sorted(TOP_LEVEL_FIELDS))}")
+
+    prompt = fields.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        _add(details, "prompt", "prompt must be a string")
+        prompt = None
+    if operation.prompt == "required" and (prompt is None or not prompt.strip()):
+        _add(details, "prompt", f"Prompt is required for {task_type}")
+    elif prompt is not None and len(prompt) > MAX_PROMPT:
+        _add(details, "prompt", f"Prompt must be at most {MAX_PROMPT} characters (got {len(prompt)})")
+    if operation.prompt == "unused" or (prompt is not None and not prompt.strip()):
+        prompt = None
+
+    image_bytes: dict[str, bytes] = {}
+    images: dict[str, Image.Image] = {}
+    for name in IMAGE_FIELDS:
+        value: Any = files.get(name, fields.get(name))
+        if value is None or value == "" or value == b"":
+            if name in operation.required_images:
+                _add(details, name, f"{name} is required for {task_type}")
+            continue
+        if name not in operation.image_fields:
+            _add(details, name, f"{name} is not used by {task_type}")
+            continue
+        try:
+            if isinstance(value, str):
+                value = decode_base64(value)
+            elif not isinstance(value, bytes):
+                raise ImageRejected("must be a base64 string or an uploaded file")
+            images[name] = open_image(value, max_pixels)
+            image_bytes[name] = value
+        except ImageRejected as exc:
+            _add(details, name, f"{name} {exc}")
+
+    parameters, parameter_errors = validate_parameters(operation, fields.get("parameters"))
+    details.update(parameter_errors)
+    if details:
+        raise InvalidSubmission(details)
+
+    job = JobInput(images=images, parameters=parameters, prompt=prompt)
+    details.update(operation.check(job))
+    if details:
+        raise InvalidSubmission(details)
+    submission = Submission(
+        operation=operation,
+        prompt=prompt,
+        image_bytes=image_bytes,
+        parameters=parameters.model_dump(mode="json", exclude_unset=True),
+        sizes={name: image.size for name, image in images.items()},
+    )
+    return submission, job

@@ -1,0 +1,67 @@
+"""Atelier's one settings object, read from the environment (prefix ``ATELIER_``) and app.py flags."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+QUEUES = ("gpu", "cpu")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATELIER_", extra="ignore", validate_default=True)
+
+    # Unset: app.py starts an embedded redis-server and sets this for its children.
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "ATELIER_REDIS_URL")
+    )
+    data_dir: Path = Path("data")
+    models_dir: Path = Path("models")
+    result_ttl: int = Field(default=3600, ge=1, description="Seconds a job and its images live")
+    max_upload_mb: float = Field(default=50.0, gt=0)
+    max_pixels: int = Field(default=40_000_000, ge=64 * 64)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    generation_model: str = "stabilityai/sd-turbo"
+
+    # A running job gets a SoftTimeLimitExceeded after job_time_limit seconds; the broker
+    # redelivers an unacknowledged job after visibility_timeout, so it must be longer.
+    job_time_limit: int = Field(default=900, ge=1)
+    visibility_timeout: int = Field(default=3600, ge=1)
+    worker_concurrency: int = Field(default=1, ge=1)
+    # Override the registry's routing, e.g. ATELIER_QUEUES='{"style_transfer": "cpu"}'.
+    queues: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("queues")
+    @classmethod
+    def _known_queues(cls, value: dict[str, str]) -> dict[str, str]:
+        for task_type, queue in value.items():
+            if queue not in QUEUES:
+                raise ValueError(f"queue for {task_type!r} must be one of {', '.join(QUEUES)}, got {queue!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _timeouts_fit(self) -> Settings:
+        if self.visibility_timeout <= self.job_time_limit:
+            raise ValueError(
+                f"ATELIER_VISIBILITY_TIMEOUT ({self.visibility_timeout} s) must be longer than "
+                f"ATELIER_JOB_TIME_LIMIT ({self.job_time_limit} s), or running jobs get delivered twice"
+            )
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or "redis://127.0.0.1:6379/0"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, validated once."""
+    return Settings()

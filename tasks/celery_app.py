@@ -1,0 +1,62 @@
+"""The Celery application: Redis broker and backend, JSON only, routes from the registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from pipelines import OPERATIONS
+from settings import QUEUES, Settings
+
+TASK_NAME = "atelier.run_operation"
+
+
+def queue_for(task_type: str, settings: Settings) -> str:
+    """The registry's queue for ``task_type``, unless ``ATELIER_QUEUES`` overrides it."""
+    return settings.queues.get(task_type) or OPERATIONS[task_type].queue
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``; the web process and the workers build theirs alike."""
+    app = Celery("atelier", broker=settings.broker_url, backend=settings.broker_url, include=["tasks.run"])
+
+    def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
+        if name == TASK_NAME and kwargs and kwargs.get("task_type") in OPERATIONS:
+            return {"queue": queue_for(kwargs["task_type"], settings)}
+        return None
+
+    transport = {
+        "visibility_timeout": settings.visibility_timeout,
+        "socket_connect_timeout": 1.0,
+        "socket_timeout": 5.0,
+    }
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        result_expires=settings.result_ttl,
+        result_extended=False,
+        task_routes=(route,),
+        task_default_queue="cpu",
+        task_queues=None,
+        task_create_missing_queues=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_track_started=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        task_soft_time_limit=settings.job_time_limit,
+        task_time_limit=settings.job_time_limit + 30,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=1.0,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+    )
+    app.conf.atelier_settings = settings
+    return app

@@ -1,0 +1,182 @@
+"""Where a job lives in Redis: its record, its images, queue order, run times, live workers.
+
+Every per-job key carries the result TTL, so a job and its images expire together.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+PREFIX = "atelier"
+WORKER_STALE_AFTER = 10.0  # seconds without a heartbeat before a worker counts as gone
+RUNTIME_SAMPLES = 20
+
+# Set the outcome only once: cancel and completion race for it, the first one wins.
+OUTCOME_REVOKED = "REVOKED"
+OUTCOME_SUCCESS = "SUCCESS"
+OUTCOME_FAILURE = "FAILURE"
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def input_key(job_id: str, field: str) -> str:
+    return f"{PREFIX}:job:{job_id}:input:{field}"
+
+
+def output_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:output"
+
+
+def queued_key(queue: str) -> str:
+    return f"{PREFIX}:queued:{queue}"
+
+
+def runtimes_key(task_type: str) -> str:
+    return f"{PREFIX}:runtimes:{task_type}"
+
+
+def workers_key(queue: str) -> str:
+    return f"{PREFIX}:workers:{queue}"
+
+
+@lru_cache(maxsize=8)
+def connect(url: str) -> redis.Redis:
+    """One connection pool per URL and process. Short timeouts: a dead Redis answers fast."""
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=0.5, socket_timeout=2.0, health_check_interval=15, retry_on_timeout=False
+    )
+
+
+class JobStore:
+    """Redis access for jobs, shared by the web process (job client) and the workers."""
+
+    def __init__(self, client: redis.Redis, ttl: int) -> None:
+        self.redis = client
+        self.ttl = ttl
+
+    # -- submit ---------------------------------------------------------------------------
+    def create(
+        self, job_id: str, task_type: str, queue: str, images: dict[str, bytes], record: dict[str, Any]
+    ) -> None:
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=True)
+        for field, data in images.items():
+            pipe.set(input_key(job_id, field), data, ex=self.ttl)
+        fields = {
+            "task_type": task_type,
+            "queue": queue,
+            "created": now,
+            "inputs": json.dumps(sorted(images)),
+            **{key: json.dumps(value) for key, value in record.items()},
+        }
+        pipe.hset(job_key(job_id), mapping=fields)
+        pipe.expire(job_key(job_id), self.ttl)
+        pipe.zadd(queued_key(queue), {job_id: now})
+        pipe.zremrangebyscore(queued_key(queue), "-inf", now - self.ttl)  # jobs that expired queued
+        pipe.execute()
+
+    def delete(self, job_id: str, queue: str) -> None:
+        keys = [job_key(job_id), output_key(job_id), *self._input_keys(job_id)]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(*keys)
+        pipe.zrem(queued_key(queue), job_id)
+        pipe.execute()
+
+    # -- read -----------------------------------------------------------------------------
+    def record(self, job_id: str) -> dict[str, str] | None:
+        raw = self.redis.hgetall(job_key(job_id))
+        return {key.decode(): value.decode() for key, value in raw.items()} or None
+
+    def input_image(self, job_id: str, field: str) -> bytes | None:
+        data: bytes | None = self.redis.get(input_key(job_id, field))
+        return data
+
+    def output_image(self, job_id: str) -> bytes | None:
+        data: bytes | None = self.redis.get(output_key(job_id))
+        return data
+
+    def position(self, job_id: str, queue: str) -> int | None:
+        rank = self.redis.zrank(queued_key(queue), job_id)
+        return None if rank is None else int(rank) + 1
+
+    def queue_lengths(self, queues: tuple[str, ...]) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            pipe.llen(queue)  # kombu's Redis transport keeps each queue as a list of that name
+        return dict(zip(queues, pipe.execute(), strict=True))
+
+    def typical_runtime(self, task_type: str) -> float | None:
+        samples = [float(value) for value in self.redis.lrange(runtimes_key(task_type), 0, -1)]
+        return statistics.median(samples) if samples else None
+
+    def live_workers(self, queues: tuple[str, ...]) -> dict[str, list[str]]:
+        since = time.time() - WORKER_STALE_AFTER
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            pipe.zrangebyscore(workers_key(queue), since, "+inf")
+        return {
+            queue: sorted(name.decode() for name in names)
+            for queue, names in zip(queues, pipe.execute(), strict=True)
+        }
+
+    # -- cancel and finish ----------------------------------------------------------------
+    def claim_outcome(self, job_id: str, outcome: str) -> str | None:
+        """Set the job's outcome unless one is set; return the outcome that was there, if any."""
+        key = job_key(job_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(key, "outcome", outcome)
+        pipe.hget(key, "outcome")
+        won, current = pipe.execute()
+        if won:
+            return None
+        return current.decode() if current else None
+
+    def is_cancelled(self, job_id: str) -> bool:
+        return self.redis.hget(job_key(job_id), "outcome") == OUTCOME_REVOKED.encode()
+
+    def mark_started(self, job_id: str, queue: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(queued_key(queue), job_id)
+        pipe.hset(job_key(job_id), "started", time.time())
+        pipe.execute()
+
+    def dequeue(self, job_id: str, queue: str) -> None:
+        self.redis.zrem(queued_key(queue), job_id)
+
+    def store_output(self, job_id: str, png: bytes, task_type: str, runtime: float) -> None:
+        """Save the result and restart the TTL of every key of the job, so they expire together."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(output_key(job_id), png, ex=self.ttl)
+        pipe.expire(job_key(job_id), self.ttl)
+        for key in self._input_keys(job_id):
+            pipe.expire(key, self.ttl)
+        pipe.lpush(runtimes_key(task_type), round(runtime, 4))
+        pipe.ltrim(runtimes_key(task_type), 0, RUNTIME_SAMPLES - 1)
+        pipe.execute()
+
+    def _input_keys(self, job_id: str) -> list[str]:
+        raw = self.redis.hget(job_key(job_id), "inputs")
+        return [input_key(job_id, field) for field in json.loads(raw)] if raw else []
+
+    # -- workers --------------------------------------------------------------------------
+    def heartbeat(self, hostname: str, queues: list[str]) -> None:
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            pipe.zadd(workers_key(queue), {hostname: now})
+            pipe.zremrangebyscore(workers_key(queue), "-inf", now - 3600)
+        pipe.execute()
+
+    def forget_worker(self, hostname: str, queues: list[str]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            pipe.zrem(workers_key(queue), hostname)
+        pipe.execute()

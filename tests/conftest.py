@@ -1,0 +1,91 @@
+"""Shared fixtures. A real redis-server starts before any test module imports the app,
+so the process-wide settings (and ``tasks.app``) point at it."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.support.stack import RedisServer, Worker
+
+IMAGES = Path(__file__).parent / "images"
+_redis: RedisServer | None = None
+_tmp = tempfile.TemporaryDirectory(prefix="atelier-tests-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _redis
+    os.environ.pop("REDIS_URL", None)
+    os.environ["ATELIER_DATA_DIR"] = str(Path(_tmp.name) / "data")
+    os.environ["ATELIER_MODELS_DIR"] = str(Path(_tmp.name) / "models")
+    _redis = RedisServer(Path(_tmp.name) / "redis")
+    os.environ["REDIS_URL"] = _redis.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _redis is not None:
+        _redis.stop()
+    _tmp.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    assert _redis is not None
+    return _redis.url
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_url: str):  # type: ignore[no-untyped-def]
+    import redis
+
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    path = Path(__file__).parent.parent / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def workers(redis_client, artifacts) -> Iterator[dict[str, Worker]]:  # type: ignore[no-untyped-def]
+    """One real worker per queue for the whole session."""
+    started = {queue: Worker(queue, f"session-{queue}", log=artifacts / f"worker-{queue}.log") for queue in ("cpu", "gpu")}
+    try:
+        for worker in started.values():
+            worker.wait_ready(redis_client)
+        yield started
+    finally:
+        for worker in started.values():
+            worker.stop()
+
+
+def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def b64(image: Image.Image, fmt: str = "PNG") -> str:
+    return base64.b64encode(png_bytes(image, fmt)).decode()
+
+
+@pytest.fixture(scope="session")
+def photo() -> Image.Image:
+    """A real photo (scikit-image's coffee, 600×400)."""
+    return Image.open(IMAGES / "coffee.jpg").convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def mask(photo: Image.Image) -> Image.Image:
+    mask = Image.new("L", photo.size, 0)
+    ImageDraw.Draw(mask).ellipse((220, 120, 300, 200), fill=255)
+    return mask

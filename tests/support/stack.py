@@ -1,0 +1,86 @@
+"""Real processes for tests: a redis-server and Celery workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    def __init__(self, data_dir: Path) -> None:
+        sys.path.insert(0, str(ROOT))
+        from app import free_port, redis_server_binary
+
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(data_dir),
+             "--appendonly", "yes", "--save", "", "--loglevel", "warning", "--logfile", str(data_dir / "redis.log")],
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url)
+        wait_until(lambda: _pings(client), 10, what="redis-server")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+class Worker:
+    """``celery worker`` in its own process, consuming ``queue``, registered via its heartbeat."""
+
+    def __init__(self, queue: str, name: str, env: dict[str, str] | None = None, log: Path | None = None) -> None:
+        self.queue, self.hostname = queue, f"{name}@test"
+        self.env = {**os.environ, **(env or {})}
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.worker", "-Q", queue, "-n", self.hostname, "-c", "1",
+             "--pool", "prefork", "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
+            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def wait_ready(self, client: redis.Redis, timeout: float = 30) -> Worker:
+        from tasks.store import workers_key
+
+        def registered() -> bool:
+            assert self.process.poll() is None, f"worker {self.hostname} exited with {self.process.returncode}"
+            return client.zscore(workers_key(self.queue), self.hostname) is not None
+
+        wait_until(registered, timeout, what=f"worker {self.hostname}")
+        return self
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
