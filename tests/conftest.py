@@ -1,5 +1,6 @@
-"""Shared fixtures. A real redis-server starts before any test module imports the app,
-so the process-wide settings (and ``tasks.app``) point at it."""
+"""Shared fixtures. A real redis-server starts when this file is imported, before any test
+module or nested conftest imports the app, so the process-wide settings (and ``tasks.app``)
+point at it."""
 
 from __future__ import annotations
 
@@ -16,28 +17,20 @@ from PIL import Image, ImageDraw
 from tests.support.stack import RedisServer, Worker
 
 IMAGES = Path(__file__).parent / "images"
-_redis: RedisServer | None = None
 _tmp = tempfile.TemporaryDirectory(prefix="atelier-tests-")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    global _redis
-    os.environ.pop("REDIS_URL", None)
-    os.environ["ATELIER_DATA_DIR"] = str(Path(_tmp.name) / "data")
-    os.environ["ATELIER_MODELS_DIR"] = str(Path(_tmp.name) / "models")
-    _redis = RedisServer(Path(_tmp.name) / "redis")
-    os.environ["REDIS_URL"] = _redis.url
+os.environ["ATELIER_DATA_DIR"] = str(Path(_tmp.name) / "data")
+os.environ["ATELIER_MODELS_DIR"] = str(Path(_tmp.name) / "models")
+_redis = RedisServer(Path(_tmp.name) / "redis")
+os.environ["REDIS_URL"] = _redis.url
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _redis is not None:
-        _redis.stop()
+    _redis.stop()
     _tmp.cleanup()
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    assert _redis is not None
     return _redis.url
 
 

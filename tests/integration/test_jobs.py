@@ -1,0 +1,265 @@
+"""The job system end to end: REST → Redis → real Celery workers → REST."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipelines.object_removal import mask_array
+from tasks.store import input_key, job_key, output_key, queued_key
+from tests.conftest import b64, png_bytes
+from tests.integration.conftest import Api
+from tests.support.operations import executions_key
+from tests.support.stack import wait_until
+
+SMALL = Image.new("RGB", (16, 16), (10, 120, 200))
+
+
+def steps_job(steps: int = 10, delay: float = 0.05, marker: str | None = None, **extra: Any) -> dict[str, Any]:
+    body = {"task_type": "test_steps", "image": b64(SMALL), "parameters": {"steps": steps, "delay": delay, **extra}}
+    if marker:
+        body["prompt"] = marker
+    return body
+
+
+def job_keys(redis_client: Any) -> int:
+    return len(list(redis_client.scan_iter("atelier:job:*")))
+
+
+# -- the seed's three scenarios ------------------------------------------------------------------
+def test_full_flow(api: Api, photo: Image.Image, mask: Image.Image) -> None:
+    """Remove an object from a real photo: 202 → PENDING/PROCESSING → SUCCESS → the PNG."""
+    response = api.http.post(
+        "/api/v1/tasks/submit/", json={"task_type": "object_removal", "image": b64(photo, "JPEG"), "mask": b64(mask)}
+    )
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["status"] == "PENDING"
+    assert body["message"] == "object_removal task submitted successfully"
+    task_id = body["task_id"]
+
+    trace = api.trace(task_id)
+    assert trace[-1]["status"] == "SUCCESS" and trace[-1]["progress"] == 100 and trace[-1]["result_available"]
+    assert {status["task_type"] for status in trace} == {"object_removal"}
+    assert all(status["queue"] == "cpu" for status in trace)
+
+    result = api.http.get(f"/api/v1/tasks/{task_id}/result/").json()
+    assert result["task_id"] == task_id and result["status"] == "SUCCESS"
+    assert result["result"]["status"] == "SUCCESS"
+    assert result["result"]["metadata"]["engine"] == "telea"
+    png = base64.b64decode(result["result"]["image_data"])
+    out = Image.open(io.BytesIO(png))
+    assert out.format == "PNG" and out.size == photo.size
+    assert out.text["atelier:operation"] == "object_removal"  # provenance chunk
+    original = np.asarray(Image.open(io.BytesIO(png_bytes(photo, "JPEG"))).convert("RGB"))
+    outside = ~mask_array(mask)
+    assert np.abs(np.asarray(out)[outside].astype(int) - original[outside]).max() == 0
+
+    raw = api.http.get(f"/api/v1/tasks/{task_id}/result/?format=png")
+    assert raw.headers["content-type"] == "image/png" and raw.content == png
+
+
+def test_input_validation(api: Api, redis_client: Any) -> None:
+    """Bad input: 400 naming the field, and nothing stored or enqueued."""
+    keys, queued = job_keys(redis_client), redis_client.llen("gpu") + redis_client.llen("cpu")
+    cases = [
+        ({"task_type": "image_generation"}, "prompt", "Prompt is required for image_generation"),
+        ({"task_type": "image_generation", "prompt": "x" * 5001}, "prompt", "at most 5000"),
+        ({"task_type": "paint"}, "task_type", "Unknown task_type"),
+        ({"task_type": "object_removal", "image": b64(SMALL)}, "mask", "mask is required"),
+        ({"task_type": "background_removal", "image": "%%%"}, "image", "not valid base64"),
+        ({"task_type": "image_generation", "prompt": "x", "parameters": {"width": 100}}, "parameters.width", "multiple of 8"),
+        ({"task_type": "image_generation", "prompt": "x", "parameters": "big"}, "parameters", "JSON object"),
+    ]
+    for body, field, words in cases:
+        response = api.http.post("/api/v1/tasks/submit/", json=body)
+        assert response.status_code == 400, (body, response.text)
+        payload = response.json()
+        assert payload["error"] == "Invalid input"
+        assert any(words in message for message in payload["details"][field]), payload
+    assert job_keys(redis_client) == keys
+    assert redis_client.llen("gpu") + redis_client.llen("cpu") == queued
+
+
+def test_cancellation(api: Api, redis_client: Any) -> None:
+    """A running job stops at its next step as REVOKED, and the worker takes the next job at once."""
+    task_id = api.submit(steps_job(steps=400, delay=0.05, marker="cancel-running"))
+    running = api.wait(task_id, ("PROCESSING",))
+    assert running["message"].startswith(("Step", "Starting"))
+    response = api.cancel(task_id)
+    assert response.status_code == 200
+    assert response.json()["status"] == "REVOKED"
+    assert api.status(task_id)["status"] == "REVOKED"
+
+    # The worker itself writes REVOKED when it stops, within a step or two (0.05 s each).
+    meta_key = f"celery-task-meta-{task_id}"
+    stopped = wait_until(
+        lambda: (raw := redis_client.get(meta_key)) and json.loads(raw)["status"] == "REVOKED", 5, what="worker stop"
+    )
+    assert stopped
+    started = time.monotonic()
+    next_job = api.submit(steps_job(steps=1, delay=0))
+    assert api.wait(next_job, timeout=10)["status"] == "SUCCESS"
+    assert time.monotonic() - started < 5
+    assert api.status(task_id)["status"] == "REVOKED"
+    assert api.http.get(f"/api/v1/tasks/{task_id}/result/").status_code == 409
+
+
+# -- more of the contract -------------------------------------------------------------------------
+def test_cancelled_queued_job_never_runs(api: Api, busy_cpu: str, redis_client: Any) -> None:
+    queued = api.submit(steps_job(steps=1, delay=0, marker="never-runs"))
+    assert api.status(queued)["status"] == "PENDING"
+    assert api.cancel(queued).json()["status"] == "REVOKED"
+    assert redis_client.zscore(queued_key("cpu"), queued) is None
+    follower = api.submit(steps_job(steps=1, delay=0, marker="runs-after"))
+    api.cancel(busy_cpu)
+    assert api.wait(follower)["status"] == "SUCCESS"  # FIFO: the cancelled message was consumed first
+    assert redis_client.get(executions_key("never-runs")) is None
+    assert redis_client.get(executions_key("runs-after")) == b"1"
+    assert api.status(queued)["status"] == "REVOKED"
+
+
+def test_queue_position_and_eta(api: Api, busy_cpu: str) -> None:
+    api.wait(api.submit(steps_job(steps=1, delay=0.2)), ("PENDING",))  # noqa: F841 - fills the queue
+    waiting = [api.submit(steps_job(steps=1, delay=0.2)) for _ in range(2)]
+    statuses = [api.status(task_id) for task_id in waiting]
+    assert [status["position"] for status in statuses] == [2, 3]
+    assert statuses[1]["message"].startswith("Queued — 3rd in the cpu queue")
+    # Earlier test_steps runs taught it a typical run time, so an ETA is given.
+    assert statuses[1]["eta_seconds"] is not None and statuses[1]["eta_seconds"] >= 0
+    assert "about" in statuses[1]["message"]
+
+
+def test_progress_is_published_and_monotonic(api: Api) -> None:
+    trace = api.trace(api.submit(steps_job(steps=8, delay=0.1)))
+    processing = [status for status in trace if status["status"] == "PROCESSING"]
+    assert len({status["progress"] for status in processing}) >= 4
+    assert [s["progress"] for s in processing] == sorted(s["progress"] for s in processing)
+    assert any(status["message"] == "Step 5/8" for status in processing)
+    assert all(0 <= status["progress"] <= 100 for status in trace)
+
+
+def test_cancel_of_a_finished_job_keeps_its_result(api: Api) -> None:
+    task_id = api.submit(steps_job(steps=1, delay=0))
+    assert api.wait(task_id)["status"] == "SUCCESS"
+    response = api.cancel(task_id)
+    assert response.status_code == 409
+    assert response.json() == {"error": "Task already finished", "status": "SUCCESS", "task_id": task_id}
+    assert api.http.get(f"/api/v1/tasks/{task_id}/result/").status_code == 200
+
+
+def test_result_of_unfinished_job_is_409(api: Api, busy_cpu: str) -> None:
+    response = api.http.get(f"/api/v1/tasks/{busy_cpu}/result/")
+    assert response.status_code == 409
+    assert response.json()["status"] == "PROCESSING"
+
+
+def test_unknown_and_malformed_ids_are_404(api: Api) -> None:
+    for task_id in ("00000000-0000-4000-8000-000000000000", "not-a-uuid", "1' OR '1'='1", "%00", "a" * 300):
+        for method, path in (("get", "status"), ("get", "result"), ("post", "cancel")):
+            response = api.http.request(method, f"/api/v1/tasks/{task_id}/{path}/")
+            assert response.status_code == 404, (task_id, path, response.text)
+            assert response.json()["error"] == "Task not found"
+
+
+def test_routing_follows_the_registry(api: Api, photo: Image.Image) -> None:
+    style = api.submit({"task_type": "style_transfer", "image": b64(photo), "parameters": {"style": "mosaic"}})
+    assert api.status(style)["queue"] == "gpu"
+    assert api.wait(style)["status"] == "SUCCESS"
+    result = api.http.get(f"/api/v1/tasks/{style}/result/").json()["result"]
+    assert result["metadata"]["worker"] == "session-gpu@test"
+    steps = api.submit(steps_job(steps=1, delay=0))
+    api.wait(steps)
+    assert api.http.get(f"/api/v1/tasks/{steps}/result/").json()["result"]["metadata"]["worker"] == "session-cpu@test"
+
+
+def test_model_loads_once_per_worker_process(api: Api, photo: Image.Image) -> None:
+    small = photo.resize((120, 80))
+    loads = []
+    for style in ("mosaic", "comic", "woven"):
+        task_id = api.submit({"task_type": "style_transfer", "image": b64(small), "parameters": {"style": style}})
+        api.wait(task_id)
+        loads.append(api.http.get(f"/api/v1/tasks/{task_id}/result/").json()["result"]["metadata"]["model_loads_in_process"])
+    assert loads == [1, 1, 1]
+
+
+def test_images_live_in_redis_not_in_messages(api: Api, busy_cpu: str, redis_client: Any, photo: Image.Image) -> None:
+    task_id = api.submit({"task_type": "object_removal", "image": b64(photo), "mask": b64(Image.new("L", photo.size, 255))})
+    messages = redis_client.lrange("cpu", 0, -1)
+    ours = [message for message in messages if task_id.encode() in message]
+    assert len(ours) == 1 and len(ours[0]) < 4000  # the photo alone is ~700 kB of base64
+    ttl = redis_client.ttl(input_key(task_id, "image"))
+    assert 3500 < ttl <= 3600 and 3500 < redis_client.ttl(job_key(task_id)) <= 3600
+    api.cancel(task_id)
+
+
+def test_failures_are_readable_and_the_worker_keeps_serving(api: Api, photo: Image.Image) -> None:
+    failed = api.wait(api.submit(steps_job(steps=1, delay=0, fail=True)))
+    assert failed["status"] == "FAILURE" and failed["message"] == "Asked to fail"
+    crashed = api.wait(api.submit(steps_job(steps=1, delay=0, crash=True)))
+    assert crashed["status"] == "FAILURE"
+    assert crashed["message"] == "test_steps failed: ZeroDivisionError: division by zero"
+    generation = api.wait(api.submit({"task_type": "image_generation", "prompt": "a red fox"}))
+    assert generation["status"] == "FAILURE" and "no engine in this build" in generation["message"]
+    assert api.wait(api.submit(steps_job(steps=1, delay=0)))["status"] == "SUCCESS"
+
+
+def test_multipart_upload(api: Api, photo: Image.Image, mask: Image.Image) -> None:
+    response = api.http.post(
+        "/api/v1/tasks/submit/",
+        data={"task_type": "object_removal", "parameters": json.dumps({"dilate": 2})},
+        files={"image": ("photo.jpg", png_bytes(photo, "JPEG"), "image/jpeg"), "mask": ("m.png", png_bytes(mask), "image/png")},
+    )
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    assert api.wait(task_id)["status"] == "SUCCESS"
+    assert api.http.get(f"/api/v1/tasks/{task_id}/result/").json()["result"]["metadata"]["parameters"]["dilate"] == 2
+
+
+def test_body_limits_and_content_types(api: Api, monkeypatch: Any) -> None:
+    from settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "max_upload_mb", 0.01)
+    big = {"task_type": "background_removal", "image": "A" * 20_000}
+    assert api.http.post("/api/v1/tasks/submit/", json=big).status_code == 413
+    monkeypatch.undo()
+    text = api.http.post("/api/v1/tasks/submit/", content=b"task_type=x", headers={"content-type": "text/plain"})
+    assert text.status_code == 415
+    broken = api.http.post("/api/v1/tasks/submit/", content=b"{nope", headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and "body" in broken.json()["details"]
+    array = api.http.post("/api/v1/tasks/submit/", json=[1, 2])
+    assert array.status_code == 400 and "body" in array.json()["details"]
+
+
+def test_healthz_lists_live_workers_per_queue(api: Api) -> None:
+    health = api.http.get("/healthz").json()
+    assert health["status"] == "ok" and health["redis"]["reachable"]
+    assert health["queues"]["gpu"]["workers"] == ["session-gpu@test"]
+    assert health["queues"]["cpu"]["workers"] == ["session-cpu@test"]
+
+
+def test_styles_and_openapi(api: Api) -> None:
+    styles = api.http.get("/api/v1/styles/").json()
+    assert {"mosaic", "starry-night"} <= {style["name"] for style in styles}
+    thumbnail = api.http.get(styles[0]["thumbnail_url"])
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+    paths = api.http.get("/openapi.json").json()["paths"]
+    assert {"/api/v1/tasks/submit/", "/api/v1/tasks/{task_id}/status/", "/api/v1/tasks/{task_id}/result/",
+            "/api/v1/tasks/{task_id}/cancel/", "/healthz", "/api/v1/styles/"} <= set(paths)  # fmt: skip
+    submit = paths["/api/v1/tasks/submit/"]["post"]
+    assert {"application/json", "multipart/form-data"} <= set(submit["requestBody"]["content"])
+    assert {"202", "400", "413", "415"} <= set(submit["responses"])
+
+
+def test_output_keys_share_the_ttl(api: Api, redis_client: Any) -> None:
+    task_id = api.submit(steps_job(steps=1, delay=0))
+    api.wait(task_id)
+    ttls = [redis_client.ttl(key) for key in (job_key(task_id), output_key(task_id), input_key(task_id, "image"),
+                                               f"celery-task-meta-{task_id}")]  # fmt: skip
+    assert all(3590 <= ttl <= 3600 for ttl in ttls), ttls

@@ -1,0 +1,132 @@
+"""``python app.py`` — what ``make run`` starts — from the outside: a real stack of processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from PIL import Image
+
+from app import free_port
+from tests.conftest import b64
+from tests.support.stack import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def children(process: psutil.Process, needle: str) -> list[psutil.Process]:
+    return [child for child in process.children() if needle in " ".join(child.cmdline())]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, Path]]:
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    data_dir = tmp_path_factory.mktemp("app-data")
+    env["ATELIER_DATA_DIR"] = str(data_dir)
+    port = free_port()
+    log = open(artifacts / "app.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+    def ready() -> bool:
+        assert process.poll() is None, f"app.py exited with {process.returncode}; see test-artifacts/app.log"
+        try:
+            queues = http.get("/healthz").json()["queues"]
+        except httpx.HTTPError:
+            return False
+        return bool(queues["gpu"]["workers"] and queues["cpu"]["workers"])
+
+    try:
+        wait_until(ready, 60, interval=0.3, what="app.py's stack")
+        yield process, http, data_dir
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log.close()
+
+
+def run_job(http: httpx.Client, body: dict[str, Any]) -> tuple[list[dict[str, Any]], bytes]:
+    response = http.post("/api/v1/tasks/submit/", json=body)
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    seen: list[dict[str, Any]] = []
+
+    def done() -> bool:
+        seen.append(http.get(f"/api/v1/tasks/{task_id}/status/").json())
+        return seen[-1]["status"] in ("SUCCESS", "FAILURE", "REVOKED")
+
+    wait_until(done, 60, interval=0.02, what=f"job {task_id}")
+    assert seen[-1]["status"] == "SUCCESS", seen[-1]
+    png = http.get(f"/api/v1/tasks/{task_id}/result/?format=png")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    return seen, png.content
+
+
+def test_make_run_serves_the_studio(stack: Any, photo: Image.Image, mask: Image.Image) -> None:
+    process, http, _ = stack
+    page = http.get("/")
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert http.get("/docs").status_code == 200
+
+    seen, png = run_job(http, {"task_type": "object_removal", "image": b64(photo, "JPEG"), "mask": b64(mask)})
+    assert any(status["status"] == "PROCESSING" for status in seen)
+    seen, styled = run_job(http, {"task_type": "style_transfer", "image": b64(photo), "parameters": {"style": "starry-night"}})
+    assert {"Loading the style network", "Applying style"} & {status["message"] for status in seen}
+    assert png != styled
+
+
+def test_embedded_redis_is_loopback_only_and_persistent(stack: Any) -> None:
+    process, _, data_dir = stack
+    (redis_server,) = children(psutil.Process(process.pid), "redis-server")
+    assert any(path.name.startswith("appendonly") for path in data_dir.iterdir())
+    listening = {conn.laddr.ip for conn in redis_server.net_connections(kind="tcp") if conn.status == "LISTEN"}
+    assert listening == {"127.0.0.1"}
+
+
+def test_a_dead_worker_is_restarted(stack: Any, photo: Image.Image, mask: Image.Image) -> None:
+    process, http, _ = stack
+    parent = psutil.Process(process.pid)
+    (worker,) = children(parent, "-Q cpu")
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    replacement = wait_until(lambda: [w for w in children(parent, "-Q cpu") if w.pid != worker.pid], 20, what="restart")
+    assert replacement
+    run_job(http, {"task_type": "object_removal", "image": b64(photo.resize((120, 80))), "mask": b64(mask.resize((120, 80)))})
+
+
+def test_ctrl_c_stops_every_child(stack: Any) -> None:
+    process, _, _ = stack
+    parent = psutil.Process(process.pid)
+    kids = parent.children(recursive=True)
+    assert len(kids) >= 3  # redis-server and two workers (with their pool processes)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(45) == 0
+    gone, alive = psutil.wait_procs(kids, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+
+
+def test_no_workers_needs_a_redis_url() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    result = subprocess.run([sys.executable, "app.py", "--no-workers"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "set REDIS_URL" in result.stderr
+
+
+def test_invalid_settings_are_refused_at_start() -> None:
+    env = {**os.environ, "ATELIER_JOB_TIME_LIMIT": "5000", "ATELIER_VISIBILITY_TIMEOUT": "100"}
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "must be longer than ATELIER_JOB_TIME_LIMIT" in result.stderr
