@@ -9,8 +9,7 @@ from typing import Any
 
 import redis
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import FileResponse, JSONResponse, Response
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, Field
 
@@ -132,9 +131,7 @@ async def parse_submission(request: Request) -> tuple[dict[str, Any], dict[str, 
     limit = get_settings().max_upload_bytes
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ("application/json", "multipart/form-data"):
-        raise BodyError(
-            error(415, "Unsupported media type", message="Send application/json or multipart/form-data")
-        )
+        raise BodyError(error(415, "Unsupported media type", message="Send application/json or multipart/form-data"))
     body = await read_body(request, limit)
     if content_type == "application/json":
         try:
@@ -248,7 +245,9 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
         except JobNotFound:
             return not_found(task_id)
         except JobConflict as exc:
-            return error(409, str(exc), task_id=exc.status.task_id, status=exc.status.status, message=exc.status.message)
+            return error(
+                409, str(exc), task_id=exc.status.task_id, status=exc.status.status, message=exc.status.message
+            )
         if format == "png":
             return Response(png, media_type="image/png")
         job_result: dict[str, Any] = {
@@ -289,10 +288,24 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
                 "name": preset.name,
                 "title": preset.title,
                 "engine": preset.engine,
-                "thumbnail_url": f"/assets/styles/{preset.name}.jpg",
+                "thumbnail_url": f"/api/v1/styles/{preset.name}/thumbnail",
             }
             for preset in STYLE_PRESETS.values()
         ]
+
+    @router.get(
+        "/api/v1/styles/{name}/thumbnail",
+        response_class=FileResponse,
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorResponse}},
+        tags=["styles"],
+    )
+    def style_thumbnail(name: str) -> Any:
+        """A small preview of the preset applied to a sample photo."""
+        if name not in STYLE_PRESETS:
+            return error(
+                404, "Style not found", message=f"Unknown style {name!r}; available: {', '.join(STYLE_PRESETS)}"
+            )
+        return FileResponse(ASSETS / "styles" / f"{name}.jpg", media_type="image/jpeg")
 
     @router.get("/healthz", responses={503: ERRORS[503]}, tags=["health"])
     def healthz() -> Any:
@@ -325,7 +338,11 @@ def create_api(client_factory: Any = get_client) -> FastAPI:
         version="0.1.0",
     )
     app.include_router(build_router(client_factory))
-    for exc_type in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError, ServiceUnavailable):
+    for exc_type in (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        OperationalError,
+        ServiceUnavailable,
+    ):
         app.add_exception_handler(exc_type, unavailable)
-    app.mount("/assets", StaticFiles(directory=ASSETS), name="assets")
     return app

@@ -9,6 +9,7 @@ With ``REDIS_URL`` and ``--no-workers`` it serves only the web app (split deploy
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import logging
 import os
@@ -47,10 +48,8 @@ def free_port() -> int:
 def _die_with_parent() -> None:
     """In the child: own process group (so Ctrl-C reaches only app.py), and SIGTERM if app.py dies."""
     os.setsid()
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @dataclass
@@ -109,9 +108,7 @@ class Supervisor:
                         child.restarts = 0
                     delay = min(30.0, 2.0**child.restarts)
                     child.next_start = now + delay
-                    log.warning(
-                        "%s exited with %s; restarting in %.0f s", child.name, child.process.returncode, delay
-                    )
+                    log.warning("%s exited with %s; restarting in %.0f s", child.name, child.process.returncode, delay)
                 elif now >= child.next_start:
                     child.restarts += 1
                     child.next_start = 0.0
@@ -231,10 +228,14 @@ def download_models() -> None:
     from pipelines import OPERATIONS
 
     print("The weight-free engines need no download: object_removal (telea), style_transfer (fast).")
-    print("Engines still to come (no weights to fetch yet):", ", ".join(
-        f"{op.name} ({'/'.join(op.engines)})" for op in OPERATIONS.values()
-        if op.name in ("image_generation", "face_swap", "background_removal")
-    ))
+    print(
+        "Engines still to come (no weights to fetch yet):",
+        ", ".join(
+            f"{op.name} ({'/'.join(op.engines)})"
+            for op in OPERATIONS.values()
+            if op.name in ("image_generation", "face_swap", "background_removal")
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

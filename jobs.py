@@ -6,7 +6,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
@@ -146,7 +146,7 @@ class JobClient:
             return make(REVOKED, 0, "Cancelled")
         return make(state, 0, state.title())
 
-    def _queued(self, task_id: str, record: dict[str, str], make: Any) -> JobStatus:
+    def _queued(self, task_id: str, record: dict[str, str], make: Callable[..., JobStatus]) -> JobStatus:
         queue, task_type = record["queue"], record["task_type"]
         position = self.store.position(task_id, queue)
         if position is None:  # taken off the queue, the worker's first update not yet written

@@ -16,9 +16,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATELIER_", extra="ignore", validate_default=True)
 
     # Unset: app.py starts an embedded redis-server and sets this for its children.
-    redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_URL", "ATELIER_REDIS_URL")
-    )
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "ATELIER_REDIS_URL"))
     data_dir: Path = Path("data")
     models_dir: Path = Path("models")
     result_ttl: int = Field(default=3600, ge=1, description="Seconds a job and its images live")

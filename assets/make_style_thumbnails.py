@@ -9,7 +9,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.style_transfer import STYLE_PRESETS, load_fast_engine  # noqa: E402
+from pipelines.style_transfer import STYLE_PRESETS, load_fast_engine
 
 
 def main() -> None:

@@ -38,7 +38,9 @@ def mask_array(mask: Image.Image) -> np.ndarray:
 def check(job: JobInput) -> dict[str, list[str]]:
     image, mask = job.images["image"], job.images["mask"]
     if image.size != mask.size:
-        return {"mask": [f"mask is {mask.width}×{mask.height} but image is {image.width}×{image.height}; they must match"]}
+        return {
+            "mask": [f"mask is {mask.width}×{mask.height} but image is {image.width}×{image.height}; they must match"]
+        }
     if not mask_array(mask).any():
         return {"mask": ["mask has no white pixels: nothing to remove (white = remove)"]}
     return {}
@@ -76,9 +78,7 @@ def remove_object(job: JobInput, progress: Progress) -> JobOutput:
             "build has no LaMa runner yet; use engine 'telea'."
         )
     if engine == "diffusion":
-        raise ModelUnavailable(
-            "The diffusion inpainting engine is not part of this build yet; use engine 'telea'."
-        )
+        raise ModelUnavailable("The diffusion inpainting engine is not part of this build yet; use engine 'telea'.")
     progress(0.1, "Removing object with OpenCV (Telea)")
     started = time.perf_counter()
     result = inpaint_telea(job.images["image"], mask, params.radius)

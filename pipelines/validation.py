@@ -83,9 +83,7 @@ def validate_submission(
     if task_type is None or task_type == "":
         raise InvalidSubmission({"task_type": [f"task_type is required; one of: {', '.join(OPERATIONS)}"]})
     if not isinstance(task_type, str) or task_type not in OPERATIONS:
-        raise InvalidSubmission(
-            {"task_type": [f"Unknown task_type {task_type!r}; available: {', '.join(OPERATIONS)}"]}
-        )
+        raise InvalidSubmission({"task_type": [f"Unknown task_type {task_type!r}; available: {', '.join(OPERATIONS)}"]})
     operation = OPERATIONS[task_type]
 
     for name in sorted(set(fields) - TOP_LEVEL_FIELDS):

@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 
 from pipelines import OPERATIONS
-from settings import QUEUES, Settings
+from settings import Settings
 
 TASK_NAME = "atelier.run_operation"
 

@@ -5,6 +5,7 @@ Like a web view, it handles transport and state; the work itself lives in ``pipe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -51,9 +52,7 @@ class ProgressReporter:
 
 
 @app.task(bind=True, name=TASK_NAME)
-def run_operation(
-    self: Task, task_type: str, parameters: dict[str, Any], prompt: str | None = None
-) -> dict[str, Any]:
+def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt: str | None = None) -> dict[str, Any]:
     """Run job ``self.request.id`` of ``task_type``; its images are read from Redis by job id."""
     settings: Settings = self.app.conf.atelier_settings
     store = job_store(settings)
@@ -152,10 +151,8 @@ def start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
             except Exception as exc:  # Redis away: keep trying, the worker itself reconnects too
                 log.debug("heartbeat failed: %s", exc)
             _stop_heartbeat.wait(HEARTBEAT_SECONDS)
-        try:
+        with contextlib.suppress(Exception):
             store.forget_worker(hostname, queues)
-        except Exception:
-            pass
 
     threading.Thread(target=beat, name="atelier-heartbeat", daemon=True).start()
 

@@ -9,7 +9,7 @@ import json
 import statistics
 import time
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -63,21 +63,19 @@ class JobStore:
         self.ttl = ttl
 
     # -- submit ---------------------------------------------------------------------------
-    def create(
-        self, job_id: str, task_type: str, queue: str, images: dict[str, bytes], record: dict[str, Any]
-    ) -> None:
+    def create(self, job_id: str, task_type: str, queue: str, images: dict[str, bytes], record: dict[str, Any]) -> None:
         now = time.time()
         pipe = self.redis.pipeline(transaction=True)
         for field, data in images.items():
             pipe.set(input_key(job_id, field), data, ex=self.ttl)
-        fields = {
+        fields: dict[str, str | float] = {
             "task_type": task_type,
             "queue": queue,
             "created": now,
             "inputs": json.dumps(sorted(images)),
             **{key: json.dumps(value) for key, value in record.items()},
         }
-        pipe.hset(job_key(job_id), mapping=fields)
+        pipe.hset(job_key(job_id), mapping=cast(Any, fields))  # redis-py types keys invariantly
         pipe.expire(job_key(job_id), self.ttl)
         pipe.zadd(queued_key(queue), {job_id: now})
         pipe.zremrangebyscore(queued_key(queue), "-inf", now - self.ttl)  # jobs that expired queued
@@ -92,20 +90,18 @@ class JobStore:
 
     # -- read -----------------------------------------------------------------------------
     def record(self, job_id: str) -> dict[str, str] | None:
-        raw = self.redis.hgetall(job_key(job_id))
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(job_key(job_id)))
         return {key.decode(): value.decode() for key, value in raw.items()} or None
 
     def input_image(self, job_id: str, field: str) -> bytes | None:
-        data: bytes | None = self.redis.get(input_key(job_id, field))
-        return data
+        return cast(bytes | None, self.redis.get(input_key(job_id, field)))
 
     def output_image(self, job_id: str) -> bytes | None:
-        data: bytes | None = self.redis.get(output_key(job_id))
-        return data
+        return cast(bytes | None, self.redis.get(output_key(job_id)))
 
     def position(self, job_id: str, queue: str) -> int | None:
-        rank = self.redis.zrank(queued_key(queue), job_id)
-        return None if rank is None else int(rank) + 1
+        rank = cast(int | None, self.redis.zrank(queued_key(queue), job_id))
+        return None if rank is None else rank + 1
 
     def queue_lengths(self, queues: tuple[str, ...]) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)
@@ -123,8 +119,7 @@ class JobStore:
         for queue in queues:
             pipe.zrangebyscore(workers_key(queue), since, "+inf")
         return {
-            queue: sorted(name.decode() for name in names)
-            for queue, names in zip(queues, pipe.execute(), strict=True)
+            queue: sorted(name.decode() for name in names) for queue, names in zip(queues, pipe.execute(), strict=True)
         }
 
     # -- cancel and finish ----------------------------------------------------------------

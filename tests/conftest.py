@@ -51,7 +51,9 @@ def artifacts() -> Path:
 @pytest.fixture(scope="session")
 def workers(redis_client, artifacts) -> Iterator[dict[str, Worker]]:  # type: ignore[no-untyped-def]
     """One real worker per queue for the whole session."""
-    started = {queue: Worker(queue, f"session-{queue}", log=artifacts / f"worker-{queue}.log") for queue in ("cpu", "gpu")}
+    started = {
+        queue: Worker(queue, f"session-{queue}", log=artifacts / f"worker-{queue}.log") for queue in ("cpu", "gpu")
+    }
     try:
         for worker in started.values():
             worker.wait_ready(redis_client)

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,17 @@ def children(process: psutil.Process, needle: str) -> list[psutil.Process]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, Path]]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, Path]]:
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     data_dir = tmp_path_factory.mktemp("app-data")
     env["ATELIER_DATA_DIR"] = str(data_dir)
     port = free_port()
-    log = open(artifacts / "app.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = (artifacts / "app.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
 
     def ready() -> bool:
@@ -76,14 +79,16 @@ def run_job(http: httpx.Client, body: dict[str, Any]) -> tuple[list[dict[str, An
 
 
 def test_make_run_serves_the_studio(stack: Any, photo: Image.Image, mask: Image.Image) -> None:
-    process, http, _ = stack
+    _process, http, _ = stack
     page = http.get("/")
     assert page.status_code == 200 and "<html" in page.text.lower()
     assert http.get("/docs").status_code == 200
 
     seen, png = run_job(http, {"task_type": "object_removal", "image": b64(photo, "JPEG"), "mask": b64(mask)})
     assert any(status["status"] == "PROCESSING" for status in seen)
-    seen, styled = run_job(http, {"task_type": "style_transfer", "image": b64(photo), "parameters": {"style": "starry-night"}})
+    seen, styled = run_job(
+        http, {"task_type": "style_transfer", "image": b64(photo), "parameters": {"style": "starry-night"}}
+    )
     assert {"Loading the style network", "Applying style"} & {status["message"] for status in seen}
     assert png != styled
 
@@ -104,7 +109,10 @@ def test_a_dead_worker_is_restarted(stack: Any, photo: Image.Image, mask: Image.
     worker.wait(10)
     replacement = wait_until(lambda: [w for w in children(parent, "-Q cpu") if w.pid != worker.pid], 20, what="restart")
     assert replacement
-    run_job(http, {"task_type": "object_removal", "image": b64(photo.resize((120, 80))), "mask": b64(mask.resize((120, 80)))})
+    run_job(
+        http,
+        {"task_type": "object_removal", "image": b64(photo.resize((120, 80))), "mask": b64(mask.resize((120, 80)))},
+    )
 
 
 def test_ctrl_c_stops_every_child(stack: Any) -> None:
@@ -114,13 +122,15 @@ def test_ctrl_c_stops_every_child(stack: Any) -> None:
     assert len(kids) >= 3  # redis-server and two workers (with their pool processes)
     process.send_signal(signal.SIGINT)
     assert process.wait(45) == 0
-    gone, alive = psutil.wait_procs(kids, timeout=10)
+    _gone, alive = psutil.wait_procs(kids, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
 
 
 def test_no_workers_needs_a_redis_url() -> None:
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
-    result = subprocess.run([sys.executable, "app.py", "--no-workers"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "app.py", "--no-workers"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     assert "set REDIS_URL" in result.stderr
 

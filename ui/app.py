@@ -75,4 +75,3 @@ def build_ui() -> gr.Blocks:
         stop.click(cancel, task_id, status, api_visibility="private")
         gr.Timer(5).tick(health_markdown, None, health, api_visibility="private")
     return demo
-

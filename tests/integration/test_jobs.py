@@ -74,7 +74,11 @@ def test_input_validation(api: Api, redis_client: Any) -> None:
         ({"task_type": "paint"}, "task_type", "Unknown task_type"),
         ({"task_type": "object_removal", "image": b64(SMALL)}, "mask", "mask is required"),
         ({"task_type": "background_removal", "image": "%%%"}, "image", "not valid base64"),
-        ({"task_type": "image_generation", "prompt": "x", "parameters": {"width": 100}}, "parameters.width", "multiple of 8"),
+        (
+            {"task_type": "image_generation", "prompt": "x", "parameters": {"width": 100}},
+            "parameters.width",
+            "multiple of 8",
+        ),
         ({"task_type": "image_generation", "prompt": "x", "parameters": "big"}, "parameters", "JSON object"),
     ]
     for body, field, words in cases:
@@ -126,7 +130,7 @@ def test_cancelled_queued_job_never_runs(api: Api, busy_cpu: str, redis_client: 
 
 
 def test_queue_position_and_eta(api: Api, busy_cpu: str) -> None:
-    api.wait(api.submit(steps_job(steps=1, delay=0.2)), ("PENDING",))  # noqa: F841 - fills the queue
+    api.wait(api.submit(steps_job(steps=1, delay=0.2)), ("PENDING",))
     waiting = [api.submit(steps_job(steps=1, delay=0.2)) for _ in range(2)]
     statuses = [api.status(task_id) for task_id in waiting]
     assert [status["position"] for status in statuses] == [2, 3]
@@ -185,12 +189,16 @@ def test_model_loads_once_per_worker_process(api: Api, photo: Image.Image) -> No
     for style in ("mosaic", "comic", "woven"):
         task_id = api.submit({"task_type": "style_transfer", "image": b64(small), "parameters": {"style": style}})
         api.wait(task_id)
-        loads.append(api.http.get(f"/api/v1/tasks/{task_id}/result/").json()["result"]["metadata"]["model_loads_in_process"])
+        loads.append(
+            api.http.get(f"/api/v1/tasks/{task_id}/result/").json()["result"]["metadata"]["model_loads_in_process"]
+        )
     assert loads == [1, 1, 1]
 
 
 def test_images_live_in_redis_not_in_messages(api: Api, busy_cpu: str, redis_client: Any, photo: Image.Image) -> None:
-    task_id = api.submit({"task_type": "object_removal", "image": b64(photo), "mask": b64(Image.new("L", photo.size, 255))})
+    task_id = api.submit(
+        {"task_type": "object_removal", "image": b64(photo), "mask": b64(Image.new("L", photo.size, 255))}
+    )
     messages = redis_client.lrange("cpu", 0, -1)
     ours = [message for message in messages if task_id.encode() in message]
     assert len(ours) == 1 and len(ours[0]) < 4000  # the photo alone is ~700 kB of base64
@@ -214,7 +222,10 @@ def test_multipart_upload(api: Api, photo: Image.Image, mask: Image.Image) -> No
     response = api.http.post(
         "/api/v1/tasks/submit/",
         data={"task_type": "object_removal", "parameters": json.dumps({"dilate": 2})},
-        files={"image": ("photo.jpg", png_bytes(photo, "JPEG"), "image/jpeg"), "mask": ("m.png", png_bytes(mask), "image/png")},
+        files={
+            "image": ("photo.jpg", png_bytes(photo, "JPEG"), "image/jpeg"),
+            "mask": ("m.png", png_bytes(mask), "image/png"),
+        },
     )
     assert response.status_code == 202, response.text
     task_id = response.json()["task_id"]

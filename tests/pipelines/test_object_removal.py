@@ -58,6 +58,8 @@ def test_alpha_channel_survives(mask: Image.Image, photo: Image.Image) -> None:
 
 
 @pytest.mark.parametrize("engine", ["lama", "diffusion"])
-def test_engines_without_weights_fail_fast_with_a_clear_message(photo: Image.Image, mask: Image.Image, engine: str) -> None:
+def test_engines_without_weights_fail_fast_with_a_clear_message(
+    photo: Image.Image, mask: Image.Image, engine: str
+) -> None:
     with pytest.raises(ModelUnavailable, match="use engine 'telea'"):
         run(photo, mask, engine=engine)

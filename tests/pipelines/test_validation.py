@@ -52,12 +52,24 @@ BAD_INPUTS = [
     ("missing target_image", {"task_type": "face_swap", "image": b64(RED)}, "target_image", "required"),
     ("missing mask", {"task_type": "object_removal", "image": b64(RED)}, "mask", "mask is required"),
     ("invalid base64", {"task_type": "background_removal", "image": "not base64!!"}, "image", "not valid base64"),
-    ("base64 of text", {"task_type": "background_removal", "image": base64.b64encode(b"hello world").decode()},
-     "image", "could not be decoded"),
-    ("truncated PNG", {"task_type": "background_removal",
-                       "image": base64.b64encode(png_bytes(RED)[:-40]).decode()}, "image", "truncated"),
-    ("decompression bomb", {"task_type": "background_removal",
-                            "image": base64.b64encode(huge_png_header(60000, 60000)).decode()}, "image", "limit"),
+    (
+        "base64 of text",
+        {"task_type": "background_removal", "image": base64.b64encode(b"hello world").decode()},
+        "image",
+        "could not be decoded",
+    ),
+    (
+        "truncated PNG",
+        {"task_type": "background_removal", "image": base64.b64encode(png_bytes(RED)[:-40]).decode()},
+        "image",
+        "truncated",
+    ),
+    (
+        "decompression bomb",
+        {"task_type": "background_removal", "image": base64.b64encode(huge_png_header(60000, 60000)).decode()},
+        "image",
+        "limit",
+    ),
     ("GIF", {"task_type": "background_removal", "image": b64(RED, "GIF")}, "image", "use PNG, JPEG or WebP"),
     ("image not a string", {"task_type": "background_removal", "image": 123}, "image", "base64 string"),
     ("unused image field", {**GEN, "mask": b64(RED)}, "mask", "not used by image_generation"),
@@ -76,17 +88,39 @@ BAD_INPUTS = [
     ("unknown top-level field", {**GEN, "promt": "x"}, "promt", "Unknown field"),
     ("mask of another size", {**OBJ, "mask": b64(Image.new("L", (32, 32), 255))}, "mask", "must match"),
     ("empty mask", {**OBJ, "mask": b64(Image.new("L", (64, 64), 0))}, "mask", "no white pixels"),
-    ("unknown engine", {**OBJ, "parameters": {"engine": "magic"}}, "parameters.engine", "'lama', 'telea' or 'diffusion'"),
+    (
+        "unknown engine",
+        {**OBJ, "parameters": {"engine": "magic"}},
+        "parameters.engine",
+        "'lama', 'telea' or 'diffusion'",
+    ),
     ("unknown style preset", {**STYLE, "parameters": {"style": "van-gogh"}}, "parameters.style", "available: mosaic"),
     ("no style at all", {**STYLE, "parameters": {}}, "parameters.style", "style_image"),
     ("style and style_image", {**STYLE, "style_image": b64(RED)}, "parameters.style", "not both"),
-    ("strength over 1", {**STYLE, "parameters": {"style": "mosaic", "strength": 1.5}}, "parameters.strength", "less than"),
-    ("unknown rembg model", {"task_type": "background_removal", "image": b64(RED), "parameters": {"model": "u3net"}},
-     "parameters.model", "available: u2net"),
-    ("bgcolor out of range", {"task_type": "background_removal", "image": b64(RED),
-                              "parameters": {"bgcolor": [0, 0, 0, 256]}}, "parameters.bgcolor", "0-255"),
-    ("face_index negative", {"task_type": "face_swap", "image": b64(RED), "target_image": b64(RED),
-                             "parameters": {"face_index": -1}}, "parameters.face_index", "greater than or equal"),
+    (
+        "strength over 1",
+        {**STYLE, "parameters": {"style": "mosaic", "strength": 1.5}},
+        "parameters.strength",
+        "less than",
+    ),
+    (
+        "unknown rembg model",
+        {"task_type": "background_removal", "image": b64(RED), "parameters": {"model": "u3net"}},
+        "parameters.model",
+        "available: u2net",
+    ),
+    (
+        "bgcolor out of range",
+        {"task_type": "background_removal", "image": b64(RED), "parameters": {"bgcolor": [0, 0, 0, 256]}},
+        "parameters.bgcolor",
+        "0-255",
+    ),
+    (
+        "face_index negative",
+        {"task_type": "face_swap", "image": b64(RED), "target_image": b64(RED), "parameters": {"face_index": -1}},
+        "parameters.face_index",
+        "greater than or equal",
+    ),
 ]
 
 
@@ -113,7 +147,9 @@ def test_tiny_valid_image_and_data_url_accepted() -> None:
 
 
 def test_multipart_bytes_and_defaults() -> None:
-    submission, job = validate_submission({"task_type": "object_removal"}, {"image": png_bytes(RED), "mask": png_bytes(WHITE_MASK)}, MAX_PIXELS)
+    submission, job = validate_submission(
+        {"task_type": "object_removal"}, {"image": png_bytes(RED), "mask": png_bytes(WHITE_MASK)}, MAX_PIXELS
+    )
     assert submission.image_bytes["image"] == png_bytes(RED)  # stored as uploaded, not re-encoded
     assert submission.parameters == {}
     assert job.parameters.radius == 5

@@ -59,7 +59,7 @@ class Worker:
     def __init__(self, queue: str, name: str, env: dict[str, str] | None = None, log: Path | None = None) -> None:
         self.queue, self.hostname = queue, f"{name}@test"
         self.env = {**os.environ, **(env or {})}
-        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        out = log.open("ab") if log else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.support.worker", "-Q", queue, "-n", self.hostname, "-c", "1",
              "--pool", "prefork", "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
