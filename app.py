@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860, help="Port to serve on (default 7860)")
     parser.add_argument("--no-workers", action="store_true", help="Serve the web app only (needs REDIS_URL)")
-    parser.add_argument("--flower", action="store_true", help="Also start Flower on 127.0.0.1:5555")
+    parser.add_argument("--flower", action="store_true", help="Also start Flower (on 127.0.0.1 only)")
     parser.add_argument("--flower-port", type=int, default=5555)
     return parser.parse_args(argv)
 
@@ -200,12 +200,14 @@ def serve(args: argparse.Namespace) -> None:
             for queue in QUEUES:
                 supervisor.add(worker(queue, settings.worker_concurrency))
         if args.flower:
+            # Loopback only: Flower has no auth of its own here, and its API can revoke tasks.
             flower = [
                 sys.executable, "-m", "celery", "-A", "tasks", "flower",
-                f"--address={args.host}", f"--port={args.flower_port}",
+                "--address=127.0.0.1", f"--port={args.flower_port}",
             ]  # fmt: skip
+            env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")
             supervisor.add(Child("flower", flower))
-            log.info("Flower on http://%s:%d", args.host, args.flower_port)
+            log.info("Flower on http://127.0.0.1:%d", args.flower_port)
         supervisor.watch()
         run_web(args.host, args.port)
     finally:

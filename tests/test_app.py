@@ -33,10 +33,14 @@ def stack(
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     data_dir = tmp_path_factory.mktemp("app-data")
     env["ATELIER_DATA_DIR"] = str(data_dir)
-    port = free_port()
+    port, flower_port = free_port(), free_port()
     log = (artifacts / "app.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "app.py", "--port", str(port), "--flower", "--flower-port", str(flower_port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
 
@@ -93,6 +97,21 @@ def test_make_run_serves_the_studio(stack: Any, photo: Image.Image, mask: Image.
     assert png != styled
 
 
+def test_flower_shows_the_workers(stack: Any) -> None:
+    process, _, _ = stack
+    (flower,) = children(psutil.Process(process.pid), " flower")
+    port = next(arg.split("=")[1] for arg in flower.cmdline() if arg.startswith("--port="))
+
+    def workers() -> set[str]:
+        try:
+            return set(httpx.get(f"http://127.0.0.1:{port}/api/workers?refresh=1", timeout=10).json())
+        except (httpx.HTTPError, ValueError):
+            return set()
+
+    names = wait_until(lambda: len(workers()) == 2 and workers(), 30, interval=0.5, what="Flower")
+    assert {name.split("-")[0] for name in names} == {"gpu", "cpu"}
+
+
 def test_embedded_redis_is_loopback_only_and_persistent(stack: Any) -> None:
     process, _, data_dir = stack
     (redis_server,) = children(psutil.Process(process.pid), "redis-server")
@@ -119,7 +138,7 @@ def test_ctrl_c_stops_every_child(stack: Any) -> None:
     process, _, _ = stack
     parent = psutil.Process(process.pid)
     kids = parent.children(recursive=True)
-    assert len(kids) >= 3  # redis-server and two workers (with their pool processes)
+    assert len(kids) >= 4  # redis-server, two workers (with their pool processes), flower
     process.send_signal(signal.SIGINT)
     assert process.wait(45) == 0
     _gone, alive = psutil.wait_procs(kids, timeout=10)

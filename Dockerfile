@@ -1,0 +1,9 @@
+# One image for every role: web (`python app.py --no-workers`), workers (`celery -A tasks worker -Q ...`), flower.
+FROM python:3.11-slim
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+ENV ATELIER_DATA_DIR=/data ATELIER_MODELS_DIR=/models PYTHONUNBUFFERED=1
+EXPOSE 7860
+CMD ["python", "app.py", "--host", "0.0.0.0"]
