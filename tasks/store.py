@@ -51,7 +51,7 @@ def workers_key(queue: str) -> str:
 def connect(url: str) -> redis.Redis:
     """One connection pool per URL and process. Short timeouts: a dead Redis answers fast."""
     return redis.Redis.from_url(
-        url, socket_connect_timeout=0.5, socket_timeout=2.0, health_check_interval=15, retry_on_timeout=False
+        url, socket_connect_timeout=0.5, socket_timeout=1.0, health_check_interval=15, retry_on_timeout=False
     )
 
 
