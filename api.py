@@ -217,7 +217,13 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
             {"task_id": status.task_id, "status": status.status, "message": status.message}, status_code=202
         )
 
-    @router.get("/api/v1/tasks/{task_id}/status/", response_model=StatusResponse, responses=ERRORS, tags=["tasks"])
+    @router.get(
+        "/api/v1/tasks/{task_id}/status/",
+        response_model=StatusResponse,
+        response_model_exclude_none=True,
+        responses=ERRORS,
+        tags=["tasks"],
+    )
     def task_status(task_id: str) -> Any:
         """A job's state, progress and message; its queue position while queued."""
         try:

@@ -46,6 +46,7 @@ def test_full_flow(api: Api, photo: Image.Image, mask: Image.Image) -> None:
 
     trace = api.trace(task_id)
     assert trace[-1]["status"] == "SUCCESS" and trace[-1]["progress"] == 100 and trace[-1]["result_available"]
+    assert "position" not in trace[-1]  # only while queued
     assert {status["task_type"] for status in trace} == {"object_removal"}
     assert all(status["queue"] == "cpu" for status in trace)
 

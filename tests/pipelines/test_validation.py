@@ -163,10 +163,13 @@ def test_pixel_limit_is_a_setting() -> None:
 
 def test_registry_routes_the_five_operations_as_designed() -> None:
     queues = {name: op.queue for name, op in OPERATIONS.items()}
-    assert queues.items() >= {
-        "image_generation": "gpu",
-        "face_swap": "gpu",
-        "style_transfer": "gpu",
-        "background_removal": "cpu",
-        "object_removal": "cpu",
-    }.items()
+    assert (
+        queues.items()
+        >= {
+            "image_generation": "gpu",
+            "face_swap": "gpu",
+            "style_transfer": "gpu",
+            "background_removal": "cpu",
+            "object_removal": "cpu",
+        }.items()
+    )
