@@ -219,9 +219,9 @@ def run_web(host: str, port: int) -> None:
     import uvicorn
 
     from api import create_api
-    from ui import build_ui
+    from ui import CSS, THEME, build_ui
 
-    app = gr.mount_gradio_app(create_api(), build_ui(), path="/")
+    app = gr.mount_gradio_app(create_api(), build_ui(), path="/", theme=THEME, css=CSS)
     log.info("Atelier on http://%s:%d (API docs at /docs)", host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 

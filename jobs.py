@@ -207,3 +207,33 @@ def get_client() -> JobClient:
     from tasks import app
 
     return JobClient(get_settings(), app)
+
+
+# -- what the page may offer, read from the registry (ui/ imports this module, never pipelines/) --
+def style_presets() -> list[tuple[str, str]]:
+    """(name, title) of each style preset."""
+    from pipelines.style_transfer import STYLE_PRESETS
+
+    return [(preset.name, preset.title) for preset in STYLE_PRESETS.values()]
+
+
+def background_models() -> tuple[str, ...]:
+    from pipelines.background_removal import REMBG_MODELS
+
+    return REMBG_MODELS
+
+
+def engines(task_type: str) -> tuple[str, ...]:
+    from pipelines import OPERATIONS
+
+    return OPERATIONS[task_type].engines
+
+
+def operations_by_queue() -> dict[str, list[str]]:
+    """Queue → the titles of the operations routed to it (after ATELIER_QUEUES overrides)."""
+    from pipelines import OPERATIONS
+
+    by_queue: dict[str, list[str]] = {queue: [] for queue in QUEUES}
+    for name, operation in OPERATIONS.items():
+        by_queue[queue_for(name, get_settings())].append(operation.title.lower())
+    return by_queue

@@ -41,8 +41,11 @@ def check(job: JobInput) -> dict[str, list[str]]:
         return {
             "mask": [f"mask is {mask.width}×{mask.height} but image is {image.width}×{image.height}; they must match"]
         }
-    if not mask_array(mask).any():
+    masked = mask_array(mask)
+    if not masked.any():
         return {"mask": ["mask has no white pixels: nothing to remove (white = remove)"]}
+    if masked.all():
+        return {"mask": ["mask covers the whole image: nothing is left to fill it from (white = remove)"]}
     return {}
 
 

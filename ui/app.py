@@ -1,77 +1,78 @@
-"""A minimal page for now: what Atelier serves, the stack's health, and a task lookup.
-
-The five operation tabs come with the studio-page issue.
-"""
+"""The studio page: a header with the workers' state, one tab per operation, and a Tasks tab."""
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
 import gradio as gr
-from PIL import Image
 
-from jobs import JobConflict, JobNotFound, get_client
+from jobs import get_client, operations_by_queue
+from ui import background, face_swap, generate, object_removal, style, tasks
 
-INTRO = """
-# Atelier
-An AI image studio. Jobs run on Celery workers; this page and the REST API share them.
-Submit with `POST /api/v1/tasks/submit/` ([API docs](/docs)); follow a job below by its id.
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", radius_size="md")
+CSS = """
+.tab-wrapper, .tab-container { flex-wrap: nowrap; overflow-x: auto; }
+.checkerboard .result img, .checkerboard .result canvas {
+  background-color: #fff;
+  background-image: conic-gradient(#d6d6d6 25%, #fff 0 50%, #d6d6d6 0 75%, #fff 0);
+  background-size: 20px 20px;
+}
+.atelier-banner {
+  border-left: 4px solid #d97706; padding: 6px 12px; background: rgba(217, 119, 6, 0.12); border-radius: 6px;
+}
+footer { display: none !important; }
 """
+TABS = [
+    ("Generate", "image_generation", generate.render),
+    ("Face swap", "face_swap", face_swap.render),
+    ("Remove background", "background_removal", background.render),
+    ("Remove object", "object_removal", object_removal.render),
+    ("Style transfer", "style_transfer", style.render),
+]
 
 
-def health_markdown() -> str:
+def header() -> str:
+    """Workers alive and jobs waiting per queue, with a banner for a queue nobody serves."""
     try:
         health = get_client().health()
-    except Exception as exc:
-        return f"**Redis is unreachable** — jobs cannot be submitted right now ({exc})."
-    lines = []
+    except Exception:
+        return (
+            "<div class='atelier-banner'>Redis is unreachable: jobs cannot be submitted or followed right now. "
+            "The page recovers by itself once it is back.</div>"
+        )
+    parts, banners = [], []
+    served = operations_by_queue()
     for queue, info in health["queues"].items():
         workers = len(info["workers"])
-        state = f"{workers} worker{'s' if workers != 1 else ''}" if workers else f"**no {queue} worker is running**"
-        lines.append(f"`{queue}`: {state}, {info['waiting']} waiting")
-    return " · ".join(lines)
-
-
-def look_up(task_id: str) -> tuple[dict[str, Any], Image.Image | None]:
-    task_id = task_id.strip()
-    if not task_id:
-        return {"error": "Enter a task id"}, None
-    client = get_client()
-    try:
-        status = client.status(task_id)
-        if status.status != "SUCCESS":
-            return status.as_dict(), None
-        _, _, png = client.result(task_id)
-    except JobNotFound:
-        return {"error": "Task not found", "task_id": task_id}, None
-    except JobConflict as exc:
-        return exc.status.as_dict(), None
-    return status.as_dict(), Image.open(io.BytesIO(png))
-
-
-def cancel(task_id: str) -> dict[str, Any]:
-    try:
-        return get_client().cancel(task_id.strip()).as_dict()
-    except JobNotFound:
-        return {"error": "Task not found", "task_id": task_id}
-    except JobConflict as exc:
-        return {"error": str(exc), **exc.status.as_dict()}
+        parts.append(f"<b>{queue}</b>: {workers} worker{'s' if workers != 1 else ''}, {info['waiting']} waiting")
+        if not workers and served[queue]:
+            banners.append(
+                f"<div class='atelier-banner'>No {queue.upper()} worker is running: "
+                f"{', '.join(served[queue])} will wait.</div>"
+            )
+    return "<div class='atelier-health'>" + " · ".join(parts) + "</div>" + "".join(banners)
 
 
 def build_ui() -> gr.Blocks:
-    """The Gradio Blocks app mounted at ``/``."""
-    with gr.Blocks(title="Atelier") as demo:
-        gr.Markdown(INTRO)
-        health = gr.Markdown(health_markdown)
-        with gr.Row():
-            task_id = gr.Textbox(label="Task id", placeholder="e.g. 3f2c…", scale=4)
-            look = gr.Button("Look up", variant="primary", scale=1)
-            stop = gr.Button("Cancel", variant="stop", scale=1)
-        with gr.Row():
-            status = gr.JSON(label="Status")
-            image = gr.Image(label="Result", type="pil", format="png")
-        look.click(look_up, task_id, [status, image], api_visibility="private")
-        stop.click(cancel, task_id, status, api_visibility="private")
-        gr.Timer(5).tick(health_markdown, None, health, api_visibility="private")
+    """The Gradio Blocks app that app.py mounts at ``/``."""
+    with gr.Blocks(title="Atelier", delete_cache=(3600, 3600)) as demo:
+        with gr.Row(equal_height=True):
+            gr.Markdown("# Atelier\nAn AI image studio · [REST API](/docs)")
+            status = gr.HTML(header, elem_id="atelier-header")
+        recent = gr.BrowserState([], storage_key="atelier-recent-jobs")
+        task_ids = {}
+        with gr.Tabs():
+            for title, task_type, render in TABS:
+                with gr.Tab(title, id=task_type, elem_id=f"tab-{task_type}"):
+                    task_ids[task_type] = render()
+            with gr.Tab("Tasks", id="tasks", elem_id="tab-tasks"):
+                table = tasks.render(recent)
+        for task_type, box in task_ids.items():
+            box.change(
+                lambda task_id, rows, task_type=task_type: tasks.remember(task_id, task_type, rows),
+                [box, recent],
+                [recent, table],
+                api_visibility="private",
+            )
+        demo.load(lambda rows: rows or [], recent, table, api_visibility="private")
+        gr.Timer(3).tick(header, None, status, api_visibility="private")
+    demo.queue(default_concurrency_limit=None)
     return demo

@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 
 from app import free_port
+from tests.support.operations import register
 from tests.support.stack import Worker, wait_until
+
+register()  # so tests can occupy a worker with a long test_steps job
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -30,10 +33,10 @@ def live_server(workers: dict[str, Worker]) -> Iterator[str]:
     import uvicorn
 
     from api import create_api
-    from ui import build_ui
+    from ui import CSS, THEME, build_ui
 
     port = free_port()
-    app = gr.mount_gradio_app(create_api(), build_ui(), path="/")
+    app = gr.mount_gradio_app(create_api(), build_ui(), path="/", theme=THEME, css=CSS)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -58,6 +61,10 @@ def browser() -> Iterator[Any]:
 def page(browser: Any, artifacts: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
+    (artifacts / f"{request.node.name}.console.txt").write_text("\n".join(errors))
     page.screenshot(path=str(artifacts / f"{request.node.name}.png"), full_page=True)
     context.close()

@@ -35,7 +35,9 @@ def errors(fields: dict, files: dict | None = None) -> dict[str, list[str]]:
 
 
 GEN = {"task_type": "image_generation", "prompt": "a lighthouse at dusk"}
-OBJ = {"task_type": "object_removal", "image": b64(RED), "mask": b64(WHITE_MASK)}
+HALF_MASK = Image.new("L", (64, 64), 0)
+HALF_MASK.paste(255, (0, 0, 32, 64))
+OBJ = {"task_type": "object_removal", "image": b64(RED), "mask": b64(HALF_MASK)}
 STYLE = {"task_type": "style_transfer", "image": b64(RED), "parameters": {"style": "mosaic"}}
 
 BAD_INPUTS = [
@@ -88,6 +90,7 @@ BAD_INPUTS = [
     ("unknown top-level field", {**GEN, "promt": "x"}, "promt", "Unknown field"),
     ("mask of another size", {**OBJ, "mask": b64(Image.new("L", (32, 32), 255))}, "mask", "must match"),
     ("empty mask", {**OBJ, "mask": b64(Image.new("L", (64, 64), 0))}, "mask", "no white pixels"),
+    ("mask covering everything", {**OBJ, "mask": b64(WHITE_MASK)}, "mask", "covers the whole image"),
     (
         "unknown engine",
         {**OBJ, "parameters": {"engine": "magic"}},
@@ -148,7 +151,7 @@ def test_tiny_valid_image_and_data_url_accepted() -> None:
 
 def test_multipart_bytes_and_defaults() -> None:
     submission, job = validate_submission(
-        {"task_type": "object_removal"}, {"image": png_bytes(RED), "mask": png_bytes(WHITE_MASK)}, MAX_PIXELS
+        {"task_type": "object_removal"}, {"image": png_bytes(RED), "mask": png_bytes(HALF_MASK)}, MAX_PIXELS
     )
     assert submission.image_bytes["image"] == png_bytes(RED)  # stored as uploaded, not re-encoded
     assert submission.parameters == {}

@@ -1,0 +1,195 @@
+"""Every tab in a real Chromium: upload, run, progress, result, cancel, errors."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+from playwright.sync_api import Page, expect
+
+from tests.conftest import b64
+from tests.e2e.helpers import (
+    EXAMPLES,
+    open_tab,
+    record,
+    seen,
+    task_id_of,
+    upload,
+    upload_to_editor,
+    wait_for_result,
+)
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def fetch(live_server: str, src: str) -> Image.Image:
+    url = src if src.startswith("http") else f"{live_server}{src}"
+    return Image.open(io.BytesIO(httpx.get(url).content))
+
+
+def test_style_transfer_tab_end_to_end(page: Page, live_server: str) -> None:
+    page.goto(live_server)
+    tab = open_tab(page, "Style transfer", "style_transfer")
+    upload(tab, EXAMPLES / "coffee.jpg")
+    page.locator("#style-gallery").get_by_text("Starry night").click()
+    record(page)
+    tab.get_by_role("button", name="Run").click()
+    image = wait_for_result(tab)
+    assert UUID.match(task_id_of(tab))
+    expect(tab.locator(".job-status textarea, .job-status input").first).to_have_value("Done")
+    observed = seen(page)
+    assert observed["progress"], observed
+    assert "Submitted" in observed["statuses"] or any("style" in s.lower() for s in observed["statuses"]), observed
+    styled = fetch(live_server, image.get_attribute("src") or "")
+    assert styled.size == (600, 400)
+    status = httpx.get(f"{live_server}/api/v1/tasks/{task_id_of(tab)}/status/").json()
+    assert status["status"] == "SUCCESS" and status["task_type"] == "style_transfer"
+    # Downloadable: the result carries a download button.
+    expect(
+        tab.locator(".result")
+        .get_by_role("button", name=re.compile("download", re.I))
+        .or_(tab.locator(".result a[download]"))
+        .first
+    ).to_be_visible()
+
+
+def test_remove_object_by_painting_a_mask(page: Page, live_server: str) -> None:
+    page.goto(live_server)
+    tab = open_tab(page, "Remove object", "object_removal")
+    editor = tab.locator("#object-editor")
+    upload_to_editor(editor, EXAMPLES / "coffee.jpg")
+    expect(editor.get_by_role("button", name="Brush Size")).to_be_visible(timeout=15_000)  # the brush is active
+    page.wait_for_timeout(300)
+    box = editor.locator("canvas").first.bounding_box()
+    assert box
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 30, cy)
+    page.mouse.down()
+    for step in range(1, 16):
+        page.mouse.move(cx - 30 + step * 4, cy + (step % 3) * 3)
+    page.mouse.up()
+    record(page)
+    tab.get_by_role("button", name="Run").click()
+    image = wait_for_result(tab)
+    task_id = task_id_of(tab)
+    result = httpx.get(f"{live_server}/api/v1/tasks/{task_id}/result/").json()["result"]
+    assert result["metadata"]["engine"] == "telea"
+    assert result["metadata"]["masked_pixels"] > 100  # the brush stroke became the mask
+    out = np.asarray(fetch(live_server, image.get_attribute("src") or "").convert("RGB"), dtype=int)
+    original = np.asarray(Image.open(EXAMPLES / "coffee.jpg").convert("RGB"), dtype=int)
+    assert out.shape == original.shape
+    assert (np.abs(out - original).sum(axis=2) > 30).sum() > 50  # something was painted over
+
+
+def test_queued_job_shows_its_place_and_cancel_stops_it(page: Page, live_server: str, photo: Any) -> None:
+    blocker = httpx.post(
+        f"{live_server}/api/v1/tasks/submit/",
+        json={
+            "task_type": "test_steps",
+            "image": b64(photo.resize((8, 8))),
+            "parameters": {"steps": 400, "delay": 0.05},
+        },
+    ).json()["task_id"]
+    try:
+        page.goto(live_server)
+        tab = open_tab(page, "Remove object", "object_removal")
+        upload_to_editor(tab.locator("#object-editor"), EXAMPLES / "coffee.jpg")
+        tab.get_by_text("…or upload a mask").click()
+        page.locator("#object-mask input[type=file]").set_input_files(str(EXAMPLES / "coffee_mask.png"))
+        expect(page.locator("#object-mask img").first).to_be_visible(timeout=10_000)
+        tab.get_by_role("button", name="Run").click()
+        status_box = tab.locator(".job-status textarea, .job-status input").first
+        expect(status_box).to_have_value(re.compile(r"Queued — 1st in the cpu queue"), timeout=15_000)
+        task_id = task_id_of(tab)
+        tab.get_by_role("button", name="Cancel").click()
+        expect(status_box).to_have_value("Cancelled", timeout=10_000)
+        assert httpx.get(f"{live_server}/api/v1/tasks/{task_id}/status/").json()["status"] == "REVOKED"
+    finally:
+        httpx.post(f"{live_server}/api/v1/tasks/{blocker}/cancel/")
+
+
+def test_a_validation_error_is_shown_readably(page: Page, live_server: str) -> None:
+    page.goto(live_server)
+    tab = open_tab(page, "Generate", "image_generation")
+    tab.get_by_role("button", name="Run").click()
+    expect(page.get_by_text("Prompt is required for image_generation").first).to_be_visible(timeout=10_000)
+
+
+def test_an_operation_without_its_engine_says_so(page: Page, live_server: str) -> None:
+    page.goto(live_server)
+    tab = open_tab(page, "Generate", "image_generation")
+    tab.get_by_label("Prompt", exact=True).fill("a lighthouse at dusk")
+    tab.get_by_role("button", name="Run").click()
+    expect(page.get_by_text(re.compile("no engine in this build")).first).to_be_visible(timeout=15_000)
+    assert UUID.match(task_id_of(tab))
+
+
+def test_face_swap_and_background_tabs_run_and_report(page: Page, live_server: str) -> None:
+    page.goto(live_server)
+    tab = open_tab(page, "Face swap", "face_swap")
+    upload(tab, EXAMPLES / "astronaut.jpg", 0)
+    upload(tab, EXAMPLES / "astronaut.jpg", 1)
+    tab.get_by_role("button", name="Run").click()
+    expect(page.get_by_text(re.compile("Face swap has no engine")).first).to_be_visible(timeout=15_000)
+    tab = open_tab(page, "Remove background", "background_removal")
+    upload(tab, EXAMPLES / "chelsea.jpg")
+    tab.get_by_role("button", name="Run").click()
+    expect(page.get_by_text(re.compile("Background removal has no engine")).first).to_be_visible(timeout=15_000)
+
+
+def test_tasks_tab_picks_a_job_up_by_id_and_lists_recent_jobs(page: Page, live_server: str) -> None:
+    page.goto(live_server)
+    tab = open_tab(page, "Style transfer", "style_transfer")
+    upload(tab, EXAMPLES / "chelsea.jpg")
+    tab.get_by_role("button", name="Run").click()
+    wait_for_result(tab)
+    task_id = task_id_of(tab)
+    page.reload()  # a reload keeps the recent jobs (browser storage), and the id still works
+    tasks = open_tab(page, "Tasks", "tasks")
+    expect(tasks.locator("table").first).to_contain_text(task_id, timeout=10_000)
+    tasks.locator("#lookup-id textarea, #lookup-id input").first.fill(task_id)
+    tasks.get_by_role("button", name="Status").click()
+    expect(tasks.get_by_text('"SUCCESS"').first).to_be_visible(timeout=10_000)
+    tasks.get_by_role("button", name="Result").click()
+    expect(tasks.locator("img").first).to_be_visible(timeout=10_000)
+    tasks.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_text(re.compile("already finished")).first).to_be_visible(timeout=10_000)
+
+
+def test_header_shows_workers_and_a_banner_for_an_unserved_queue(page: Page, live_server: str) -> None:
+    page.goto(live_server)
+    header = page.locator("#atelier-header")
+    expect(header).to_contain_text("gpu: 1 worker")
+    expect(header).to_contain_text("cpu: 1 worker")
+    expect(header).not_to_contain_text("No GPU worker")
+
+
+def test_dark_mode_renders(page: Page, live_server: str, artifacts: Any) -> None:
+    page.goto(f"{live_server}/?__theme=dark")
+    expect(page.get_by_role("tab", name="Style transfer")).to_be_visible()
+    background = page.evaluate(
+        "() => getComputedStyle(document.querySelector('gradio-app') || document.body).backgroundColor"
+    )
+    channels = [int(value) for value in re.findall(r"\d+", background)[:3]]
+    assert sum(channels) < 200, background
+
+
+def test_phone_layout_keeps_the_tabs_reachable(browser: Any, live_server: str, artifacts: Any) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.goto(live_server)
+    expect(page.get_by_role("tab", name="Generate")).to_be_visible(timeout=15_000)
+    page.screenshot(path=str(artifacts / "phone.png"), full_page=True)
+    context.close()
+
+
+def test_an_unknown_id_is_reported_plainly(page: Page, live_server: str) -> None:
+    page.goto(live_server)
+    tasks = open_tab(page, "Tasks", "tasks")
+    tasks.locator("#lookup-id textarea, #lookup-id input").first.fill("00000000-0000-4000-8000-000000000000")
+    tasks.get_by_role("button", name="Status").click()
+    expect(page.get_by_text(re.compile("Task not found")).first).to_be_visible(timeout=10_000)

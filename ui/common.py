@@ -1,0 +1,130 @@
+"""What every tab shares: submit through the job client, follow a job, show its progress."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import redis
+
+from jobs import FINISHED, JobNotFound, ServiceUnavailable, get_client
+from pipelines.validation import InvalidSubmission
+
+POLL_SECONDS = 0.2  # progress on the page stays fresh without loading Redis
+RESULTS = Path(tempfile.gettempdir()) / "atelier-results"
+UNREACHABLE = "Redis is unreachable, so jobs cannot be submitted or followed right now. Try again in a moment."
+
+# (result image path, task id, status message), as every `T` endpoint streams them.
+Update = tuple[str | None, str, str]
+
+
+def explain(details: dict[str, list[str]]) -> str:
+    return "Invalid input — " + "; ".join(f"{field}: {' '.join(messages)}" for field, messages in details.items())
+
+
+def submit(task_type: str, *, prompt: str | None = None, images: dict[str, Any], parameters: dict[str, Any]) -> str:
+    """Submit a job; raise ``gr.Error`` with the field errors for bad input. Returns the task id."""
+    files = {}
+    for name, value in images.items():
+        if value:
+            files[name] = Path(value).read_bytes() if isinstance(value, str) else value
+    fields: dict[str, Any] = {"task_type": task_type, "parameters": parameters}
+    if prompt is not None:
+        fields["prompt"] = prompt
+    try:
+        return get_client().submit(fields, files).task_id
+    except InvalidSubmission as exc:
+        raise gr.Error(explain(exc.details), title="Invalid input") from None
+    except (ServiceUnavailable, redis.exceptions.RedisError):
+        raise gr.Error(UNREACHABLE, title="Service unavailable") from None
+
+
+def save_result(task_id: str) -> str:
+    """Write the job's PNG where Gradio may serve it from, and return the path."""
+    _, _, png = get_client().result(task_id)
+    RESULTS.mkdir(exist_ok=True)
+    now = time.time()
+    for old in RESULTS.glob("*.png"):  # Gradio keeps its own copy; ours only bridges the hand-over
+        if now - old.stat().st_mtime > 3600:
+            old.unlink(missing_ok=True)
+    path = RESULTS / f"{task_id}.png"
+    path.write_bytes(png)
+    return str(path)
+
+
+async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
+    """Poll the job until it ends, reporting progress; the image on success, ``gr.Error`` on failure.
+
+    Async on purpose: a waiting user holds no worker thread, only a coroutine.
+    """
+    client = get_client()
+    last_message = None
+    failures = 0
+    while True:
+        try:
+            status = await asyncio.to_thread(client.status, task_id)
+            failures = 0
+        except JobNotFound:
+            raise gr.Error(f"Task {task_id} was not found: it expired or never existed.") from None
+        except (ServiceUnavailable, redis.exceptions.RedisError):
+            failures += 1
+            if failures * POLL_SECONDS > 30:
+                raise gr.Error(UNREACHABLE, title="Service unavailable") from None
+            yield None, task_id, "Waiting for Redis to come back…"
+            await asyncio.sleep(1)
+            continue
+        if status.status == "SUCCESS":
+            progress(1.0, desc="Done")
+            yield await asyncio.to_thread(save_result, task_id), task_id, "Done"
+            return
+        if status.status == "FAILURE":
+            raise gr.Error(status.message, title="The job failed")
+        if status.status == "REVOKED":
+            yield None, task_id, "Cancelled"
+            return
+        progress(status.progress / 100, desc=status.message)
+        if status.message != last_message:
+            last_message = status.message
+            yield None, task_id, status.message
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def run(task_type: str, progress: gr.Progress, **submission: Any) -> AsyncIterator[Update]:
+    """Submit, then follow: the body of every ``api_name=T`` endpoint."""
+    task_id = await asyncio.to_thread(lambda: submit(task_type, **submission))
+    yield None, task_id, "Submitted"
+    async for update in follow(task_id, progress):
+        yield update
+
+
+def cancel(task_id: str) -> str:
+    """The Cancel button of a tab: a message for its status box."""
+    task_id = (task_id or "").strip()
+    if not task_id:
+        return "Nothing to cancel yet"
+    try:
+        status = get_client().cancel(task_id)
+    except JobNotFound:
+        return "That task is gone (expired or unknown)"
+    except Exception as exc:  # JobConflict: finished already
+        return f"Not cancelled: {exc}"
+    return "Cancelled" if status.status == "REVOKED" else status.message
+
+
+def job_controls() -> tuple[gr.Image, gr.Textbox, gr.Textbox, gr.Button, gr.Button]:
+    """The right-hand column every tab has: result, status, task id, Run and Cancel."""
+    result = gr.Image(label="Result", type="filepath", format="png", interactive=False, elem_classes="result")
+    status = gr.Textbox(label="Status", interactive=False, elem_classes="job-status")
+    task_id = gr.Textbox(label="Task id", interactive=False, buttons=["copy"], elem_classes="task-id")
+    with gr.Row():
+        run_button = gr.Button("Run", variant="primary")
+        cancel_button = gr.Button("Cancel", variant="stop")
+    return result, status, task_id, run_button, cancel_button
+
+
+__all__ = ["FINISHED", "Update", "cancel", "follow", "job_controls", "run", "submit"]

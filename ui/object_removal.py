@@ -1,0 +1,115 @@
+"""Remove object: paint over it (or upload a mask) and let the engine fill it in."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from jobs import engines
+from ui.common import Update, cancel, job_controls, run, submit
+
+EXAMPLES = [
+    [{"background": "assets/examples/coffee.jpg", "layers": [], "composite": None}, "assets/examples/coffee_mask.png"]
+]
+NO_MASK = "Paint over the object to remove with the brush, or upload a mask (white = remove)."
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _open(value: Any) -> Image.Image | None:
+    if value is None or isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):  # FileData from the API
+        value = value.get("path")
+    return Image.open(value) if value else None
+
+
+def images_from(editor: dict[str, Any] | None, mask: str | None) -> dict[str, bytes]:
+    """The photo and a black-and-white mask from the editor's background and painted layers."""
+    background = _open((editor or {}).get("background"))
+    if background is None:
+        raise gr.Error("Upload a photo first.", title="Invalid input")
+    if background.mode != "RGB":
+        background = background.convert("RGB")
+    if mask:
+        return {"image": _png(background), "mask": Path(mask).read_bytes()}
+    painted = np.zeros((background.height, background.width), dtype=bool)
+    for layer in (editor or {}).get("layers") or []:
+        layer = _open(layer)
+        if layer is not None and layer.size == background.size:
+            painted |= np.asarray(layer.convert("RGBA"))[..., 3] > 0
+    if not painted.any():
+        raise gr.Error(NO_MASK, title="Nothing to remove")
+    return {"image": _png(background), "mask": _png(Image.fromarray(painted.astype(np.uint8) * 255))}
+
+
+def parameters(engine: str, dilate: float) -> dict[str, Any]:
+    params: dict[str, Any] = {"dilate": int(dilate)}
+    if engine and engine != "auto":
+        params["engine"] = engine
+    return params
+
+
+async def object_removal(
+    image: dict[str, Any] | None,
+    mask: str | None = None,
+    engine: str = "auto",
+    dilate: float = 0,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008
+) -> AsyncIterator[Update]:
+    """Remove what is painted on the image editor's layers (or white in `mask`)."""
+    images = images_from(image, mask)
+    async for update in run("object_removal", progress, images=images, parameters=parameters(engine, dilate)):
+        yield update
+
+
+def submit_object_removal(
+    image: dict[str, Any] | None, mask: str | None = None, engine: str = "auto", dilate: float = 0
+) -> str:
+    """Queue an object removal and return its task id at once."""
+    return submit("object_removal", images=images_from(image, mask), parameters=parameters(engine, dilate))
+
+
+def render() -> gr.Textbox:
+    with gr.Row():
+        with gr.Column():
+            editor = gr.ImageEditor(
+                label="Photo — paint over what to remove",
+                type="pil",
+                image_mode="RGBA",  # layers keep their alpha: painted = opaque
+                sources=["upload", "clipboard"],
+                brush=gr.Brush(colors=["rgba(255, 255, 255, 0.85)"], color_mode="fixed", default_size=24),
+                layers=False,
+                transforms=(),
+                format="png",
+                elem_id="object-editor",
+            )
+            with gr.Accordion("…or upload a mask", open=False):
+                mask = gr.Image(
+                    label="Mask (white = remove, same size as the photo)", type="filepath", elem_id="object-mask"
+                )
+            with gr.Row():
+                engine = gr.Dropdown(["auto", *engines("object_removal")], value="auto", label="Engine")
+                dilate = gr.Slider(0, 64, value=0, step=1, label="Grow the mask (px)")
+        with gr.Column():
+            result, status, task_id, run_button, cancel_button = job_controls()
+    gr.Examples(EXAMPLES, [editor, mask], label="Try")
+    inputs, outputs = [editor, mask, engine, dilate], [result, task_id, status]
+    run_button.click(
+        object_removal, inputs, outputs, api_name="object_removal", concurrency_limit=None, show_progress_on=result
+    )
+    gr.Button(visible=False).click(
+        submit_object_removal, inputs, task_id, api_name="submit_object_removal", concurrency_limit=None
+    )
+    cancel_button.click(cancel, task_id, status, api_visibility="private")
+    return task_id

@@ -1,0 +1,95 @@
+"""Style transfer: repaint a photo in a preset style or in the style of any picture."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from jobs import engines, style_presets
+from ui.common import Update, cancel, job_controls, run, submit
+
+THUMBNAILS = Path(__file__).resolve().parent.parent / "assets" / "styles"
+EXAMPLES = [["assets/examples/coffee.jpg", "starry-night"], ["assets/examples/astronaut.jpg", "mosaic"]]
+
+
+def parameters(style: str | None, strength: float, engine: str, preserve_color: bool) -> dict[str, Any]:
+    params: dict[str, Any] = {"strength": float(strength), "engine": engine, "preserve_color": bool(preserve_color)}
+    if style:
+        params["style"] = style
+    return params
+
+
+async def style_transfer(
+    image: str | None,
+    style: str | None = "mosaic",
+    style_image: str | None = None,
+    strength: float = 1.0,
+    engine: str = "fast",
+    preserve_color: bool = False,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008
+) -> AsyncIterator[Update]:
+    """Apply a preset `style` (see GET /api/v1/styles/) or the style of `style_image` (then style = "")."""
+    images = {"image": image, "style_image": style_image}
+    params = parameters(style, strength, engine, preserve_color)
+    async for update in run("style_transfer", progress, images=images, parameters=params):
+        yield update
+
+
+def submit_style_transfer(
+    image: str | None,
+    style: str | None = "mosaic",
+    style_image: str | None = None,
+    strength: float = 1.0,
+    engine: str = "fast",
+    preserve_color: bool = False,
+) -> str:
+    """Queue a style transfer and return its task id at once."""
+    images = {"image": image, "style_image": style_image}
+    return submit("style_transfer", images=images, parameters=parameters(style, strength, engine, preserve_color))
+
+
+def render() -> gr.Textbox:
+    presets = style_presets()
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(label="Photo", type="filepath", sources=["upload", "clipboard"])
+            gallery = gr.Gallery(
+                [(str(THUMBNAILS / f"{name}.jpg"), title) for name, title in presets],
+                label="Styles",
+                columns=4,
+                height=330,
+                object_fit="cover",
+                allow_preview=False,
+                elem_id="style-gallery",
+            )
+            style = gr.Dropdown(
+                [("(none — use my style image)", ""), *[(t, n) for n, t in presets]], value="mosaic", label="Style"
+            )
+            with gr.Accordion("…or use your own style image", open=False):
+                style_image = gr.Image(label="Style image", type="filepath", sources=["upload", "clipboard"])
+            with gr.Row():
+                strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength")
+                engine = gr.Radio(list(engines("style_transfer")), value="fast", label="Engine")
+            preserve = gr.Checkbox(label="Keep the photo's colours")
+        with gr.Column():
+            result, status, task_id, run_button, cancel_button = job_controls()
+    gr.Examples(EXAMPLES, [image, style], label="Try")
+
+    def picked(event: gr.SelectData) -> tuple[str, None]:
+        return presets[event.index][0], None
+
+    gallery.select(picked, None, [style, style_image], api_visibility="private")
+    style_image.upload(lambda: "", None, style, api_visibility="private")
+    inputs = [image, style, style_image, strength, engine, preserve]
+    outputs = [result, task_id, status]
+    run_button.click(
+        style_transfer, inputs, outputs, api_name="style_transfer", concurrency_limit=None, show_progress_on=result
+    )
+    gr.Button(visible=False).click(
+        submit_style_transfer, inputs, task_id, api_name="submit_style_transfer", concurrency_limit=None
+    )
+    cancel_button.click(cancel, task_id, status, api_visibility="private")
+    return task_id
