@@ -10,6 +10,7 @@ from typing import Any
 import redis
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, Field
 
@@ -79,6 +80,17 @@ class ErrorResponse(BaseModel):
     task_id: str | None = None
 
 
+class QueueHealth(BaseModel):
+    workers: list[str] = Field(description="Live workers consuming this queue")
+    waiting: int = Field(description="Jobs waiting in this queue")
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="ok, or unavailable (with 503)")
+    redis: dict[str, Any] = Field(description="reachable, latency_ms")
+    queues: dict[str, QueueHealth]
+
+
 class StylePresetInfo(BaseModel):
     name: str
     title: str
@@ -98,7 +110,8 @@ def error(status_code: int, error: str, **extra: Any) -> JSONResponse:
 
 
 def not_found(task_id: str) -> JSONResponse:
-    return error(404, "Task not found", task_id=task_id, message="Unknown or expired task id")
+    shown = task_id if len(task_id) <= 80 else task_id[:80] + "…"
+    return error(404, "Task not found", task_id=shown, message="Unknown or expired task id")
 
 
 # -- reading the submit body -------------------------------------------------------------------
@@ -135,9 +148,11 @@ async def parse_submission(request: Request) -> tuple[dict[str, Any], dict[str, 
     body = await read_body(request, limit)
     if content_type == "application/json":
         try:
-            fields = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            fields = json.loads(body, parse_constant=_no_constants)
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
             raise BodyError(invalid({"body": [f"Malformed JSON: {exc}"]})) from None
+        except RecursionError:
+            raise BodyError(invalid({"body": ["Malformed JSON: nested too deeply"]})) from None
         if not isinstance(fields, dict):
             raise BodyError(invalid({"body": ["The body must be a JSON object"]}))
         return fields, {}
@@ -145,18 +160,29 @@ async def parse_submission(request: Request) -> tuple[dict[str, Any], dict[str, 
         form = await request.form(max_part_size=limit, max_files=len(IMAGE_FIELDS), max_fields=20)
     except Exception as exc:
         raise BodyError(invalid({"body": [f"Malformed multipart body: {exc}"]})) from None
-    fields, files = {}, {}
+    fields: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
+    repeated: set[str] = set()
     for name, value in form.multi_items():
+        if name in fields or name in files:
+            repeated.add(name)
         if isinstance(value, str):
             fields[name] = value
         else:
             files[name] = await value.read()
+    if repeated:
+        raise BodyError(invalid({name[:80]: [f"{name[:80]} was given more than once"] for name in sorted(repeated)}))
     if "parameters" in fields:
         try:
-            fields["parameters"] = json.loads(fields["parameters"]) if fields["parameters"].strip() else None
-        except json.JSONDecodeError as exc:
+            text = fields["parameters"]
+            fields["parameters"] = json.loads(text, parse_constant=_no_constants) if text.strip() else None
+        except (ValueError, RecursionError) as exc:
             raise BodyError(invalid({"parameters": [f"parameters must be a JSON object: {exc}"]})) from None
     return fields, files
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def invalid(details: dict[str, list[str]]) -> JSONResponse:
@@ -313,7 +339,7 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
             )
         return FileResponse(ASSETS / "styles" / f"{name}.jpg", media_type="image/jpeg")
 
-    @router.get("/healthz", responses={503: ERRORS[503]}, tags=["health"])
+    @router.get("/healthz", response_model=HealthResponse, responses={503: ERRORS[503]}, tags=["health"])
     def healthz() -> Any:
         """Redis reachability and the live workers consuming each queue."""
         try:
@@ -325,6 +351,11 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
                 status_code=503,
             )
 
+    # The same routes without (or, for /healthz, with) the trailing slash, for hand-typed URLs.
+    for route in list(router.routes):
+        if isinstance(route, APIRoute):
+            alias = route.path[:-1] if route.path.endswith("/") else route.path + "/"
+            router.add_api_route(alias, route.endpoint, methods=list(route.methods), include_in_schema=False)
     return router
 
 

@@ -86,6 +86,7 @@ class Supervisor:
         self.env = env
         self.children: list[Child] = []
         self.stopping = threading.Event()
+        self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
 
     def add(self, child: Child) -> Child:
@@ -97,7 +98,11 @@ class Supervisor:
         self.thread.start()
 
     def _watch(self) -> None:
-        while not self.stopping.wait(0.5):
+        # Children restarted here die with this thread (PR_SET_PDEATHSIG), so it must outlive
+        # them: it keeps running while stop() shuts them down in order.
+        while not self.stopped.wait(0.5):
+            if self.stopping.is_set():
+                continue
             for child in self.children:
                 if child.process is None or child.process.poll() is None or self.stopping.is_set():
                     continue
@@ -116,8 +121,9 @@ class Supervisor:
 
     def stop(self) -> None:
         self.stopping.set()
-        for child in reversed(self.children):
+        for child in reversed(self.children):  # workers before the Redis they need to shut down
             child.stop()
+        self.stopped.set()
 
 
 def wait_for_redis(url: str, timeout: float = 15.0) -> None:
@@ -150,8 +156,26 @@ def redis_server_binary() -> str:
         ) from None
 
 
-def embedded_redis(data_dir: Path) -> tuple[Child, str]:
+def lock_data_dir(data_dir: Path) -> None:
+    """One embedded Redis per data folder: a second one would corrupt its append-only file."""
+    import fcntl
+
     data_dir.mkdir(parents=True, exist_ok=True)
+    handle = (data_dir / ".atelier.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(
+            f"Another Atelier is already running on {data_dir.resolve()}; stop it, or set ATELIER_DATA_DIR"
+        ) from None
+    _locks.append(handle)  # held until this process exits
+
+
+_locks: list[object] = []
+
+
+def embedded_redis(data_dir: Path) -> tuple[Child, str]:
+    lock_data_dir(data_dir)
     port = free_port()
     argv = [
         redis_server_binary(),

@@ -13,10 +13,12 @@ from typing import Any
 
 from celery import Celery
 
-from pipelines.validation import validate_submission
+from pipelines.validation import InvalidSubmission, validate_submission
 from settings import QUEUES, Settings, get_settings
 from tasks.celery_app import TASK_NAME, make_celery, queue_for
 from tasks.store import OUTCOME_REVOKED, JobStore, connect
+
+__all__ = ["InvalidSubmission", "JobClient", "JobConflict", "JobNotFound", "JobStatus", "ServiceUnavailable"]
 
 PENDING, PROCESSING, SUCCESS, FAILURE, REVOKED = "PENDING", "PROCESSING", "SUCCESS", "FAILURE", "REVOKED"
 FINISHED = (SUCCESS, FAILURE, REVOKED)
@@ -157,7 +159,8 @@ class JobClient:
         if not workers:
             message += f"; no {queue} worker is running, so it waits until one starts"
         else:
-            runtime = self.store.typical_runtime(task_type)
+            # Jobs of every type share the queue, so its recent run times predict the wait best.
+            runtime = self.store.typical_runtime(queue) or self.store.typical_runtime(task_type)
             if runtime is not None:
                 eta = round(runtime * math.ceil(position / workers), 1)
                 message += f", about {max(1, round(eta))} s"
@@ -179,6 +182,8 @@ class JobClient:
         record = self._record(task_id)
         task_id = task_id.lower()
         previous = self.store.claim_outcome(task_id, OUTCOME_REVOKED)
+        if previous == "EXPIRED":
+            raise JobNotFound(task_id)
         if previous not in (None, OUTCOME_REVOKED):
             raise JobConflict("Task already finished", self.status(task_id))
         if previous is None:

@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image, ImageOps, PngImagePlugin
 
 ALLOWED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
+_URLSAFE = str.maketrans("-_", "+/")
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=-]+)*;base64,", re.IGNORECASE)
 
 
@@ -20,8 +21,14 @@ class ImageRejected(ValueError):
 
 
 def decode_base64(text: str) -> bytes:
-    """Base64 (optionally a ``data:`` URL) to bytes; raises :class:`ImageRejected`."""
-    text = _DATA_URL.sub("", text.strip(), count=1)
+    """Base64 (optionally a ``data:`` URL) to bytes; raises :class:`ImageRejected`.
+
+    Accepts what common tools write: line-wrapped (``base64 photo.jpg``), unpadded, URL-safe.
+    """
+    text = "".join(_DATA_URL.sub("", text.strip(), count=1).split())
+    if "-" in text or "_" in text:
+        text = text.translate(_URLSAFE)
+    text += "=" * (-len(text) % 4)
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):

@@ -15,6 +15,7 @@ from pipelines.base import IMAGE_FIELDS, JobInput, Operation
 from pipelines.images import ImageRejected, decode_base64, open_image
 
 MAX_PROMPT = 5000
+MAX_REPORTED = 20  # errors listed per request; a flood of bad names must not make a flood of output
 TOP_LEVEL_FIELDS = {"task_type", "prompt", "parameters", *IMAGE_FIELDS}
 
 Details = dict[str, list[str]]
@@ -43,6 +44,11 @@ def _add(details: Details, field: str, message: str) -> None:
     details.setdefault(field, []).append(message)
 
 
+def _echo(name: str, limit: int = 80) -> str:
+    """A client-chosen name, cut short before it is echoed back."""
+    return name if len(name) <= limit else name[:limit] + "…"
+
+
 def _error_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(["parameters", *(str(part) for part in loc)]) if loc else "parameters"
 
@@ -58,14 +64,17 @@ def validate_parameters(operation: Operation, raw: Any) -> tuple[Any, Details]:
         # Through JSON so that strict mode judges types as a JSON client sent them.
         return operation.parameters.model_validate_json(json.dumps(raw)), details
     except ValidationError as exc:
-        for error in exc.errors():
+        errors = exc.errors()
+        if len(errors) > MAX_REPORTED:
+            _add(details, "parameters", f"{len(errors) - MAX_REPORTED} more problems not listed")
+        for error in errors[:MAX_REPORTED]:
             message = error["msg"]
             if error["type"] == "extra_forbidden":
                 known = ", ".join(operation.parameters.model_fields) or "none"
                 message = f"Unknown parameter for {operation.name}; known: {known}"
             elif message.startswith("Value error, "):
                 message = message.removeprefix("Value error, ")
-            _add(details, _error_path(error["loc"]), message)
+            _add(details, _echo(_error_path(error["loc"])), message)
         return None, details
 
 
@@ -83,11 +92,15 @@ def validate_submission(
     if task_type is None or task_type == "":
         raise InvalidSubmission({"task_type": [f"task_type is required; one of: {', '.join(OPERATIONS)}"]})
     if not isinstance(task_type, str) or task_type not in OPERATIONS:
-        raise InvalidSubmission({"task_type": [f"Unknown task_type {task_type!r}; available: {', '.join(OPERATIONS)}"]})
+        shown = _echo(task_type) if isinstance(task_type, str) else task_type
+        raise InvalidSubmission({"task_type": [f"Unknown task_type {shown!r}; available: {', '.join(OPERATIONS)}"]})
     operation = OPERATIONS[task_type]
 
-    for name in sorted(set(fields) - TOP_LEVEL_FIELDS):
-        _add(details, name, f"Unknown field; allowed: {', '.join(sorted(TOP_LEVEL_FIELDS))}")
+    unknown = sorted((set(fields) | set(files)) - TOP_LEVEL_FIELDS)
+    for name in unknown[:MAX_REPORTED]:
+        _add(details, _echo(name), f"Unknown field; allowed: {', '.join(sorted(TOP_LEVEL_FIELDS))}")
+    if len(unknown) > MAX_REPORTED:
+        _add(details, "body", f"{len(unknown) - MAX_REPORTED} more unknown fields")
 
     prompt = fields.get("prompt")
     if prompt is not None and not isinstance(prompt, str):

@@ -42,16 +42,21 @@ class ProgressReporter:
     def __init__(self, task: Task, store: JobStore, job_id: str) -> None:
         self.task, self.store, self.job_id = task, store, job_id
         self.percent = 0
+        self.touched = time.monotonic()
+        self.touch_every = min(30.0, store.ttl / 3)  # a running job's keys must not expire under it
 
     def __call__(self, fraction: float, message: str) -> None:
         if self.store.is_cancelled(self.job_id):
             raise JobCancelled(self.job_id)
+        if time.monotonic() - self.touched > self.touch_every:
+            self.store.touch(self.job_id)
+            self.touched = time.monotonic()
         # Progress never goes backwards, whatever an engine reports.
         self.percent = max(self.percent, round(min(max(fraction, 0.0), 1.0) * 100))
         self.task.update_state(state="PROCESSING", meta={"progress": self.percent, "message": message})
 
 
-@app.task(bind=True, name=TASK_NAME)
+@app.task(bind=True, name=TASK_NAME, throws=(JobFailed,))  # expected failures: logged without a traceback
 def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt: str | None = None) -> dict[str, Any]:
     """Run job ``self.request.id`` of ``task_type``; its images are read from Redis by job id."""
     settings: Settings = self.app.conf.atelier_settings
@@ -61,7 +66,9 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     if record is None:
         log.warning("Job %s expired before it ran; dropping it", job_id)
         raise Ignore()
-    store.mark_started(job_id, record["queue"])
+    if not store.mark_started(job_id, record["queue"]):
+        log.warning("Job %s expired as it started; dropping it", job_id)
+        raise Ignore()
     if store.is_cancelled(job_id):
         self.backend.mark_as_revoked(job_id, reason="cancelled before it started")
         raise Ignore()
@@ -99,7 +106,9 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     if store.claim_outcome(job_id, OUTCOME_SUCCESS) is not None:  # cancelled in the last instant
         self.backend.mark_as_revoked(job_id, reason="cancelled")
         raise Ignore()
-    store.store_output(job_id, png, task_type, runtime)
+    if not store.store_output(job_id, png, task_type, record["queue"], runtime):
+        log.warning("Job %s expired while it ran; its result is dropped", job_id)
+        raise Ignore()
     result: dict[str, Any] = {
         "image_key": output_key(job_id),
         "width": output.image.width,

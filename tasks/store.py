@@ -23,6 +23,22 @@ OUTCOME_SUCCESS = "SUCCESS"
 OUTCOME_FAILURE = "FAILURE"
 
 
+# Both scripts leave an expired job alone: writing to its hash would recreate a partial record.
+CLAIM_OUTCOME = """
+if redis.call('exists', KEYS[1]) == 0 then return 'EXPIRED' end
+if redis.call('hsetnx', KEYS[1], 'outcome', ARGV[1]) == 1 then return '' end
+return redis.call('hget', KEYS[1], 'outcome')
+"""
+TOUCH = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+redis.call('expire', KEYS[1], ARGV[1])
+local inputs = cjson.decode(redis.call('hget', KEYS[1], 'inputs') or '[]')
+for _, field in ipairs(inputs) do redis.call('expire', ARGV[2] .. field, ARGV[1]) end
+if ARGV[3] ~= '' then redis.call('hset', KEYS[1], ARGV[3], ARGV[4]) end
+return 1
+"""
+
+
 def job_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
@@ -61,6 +77,8 @@ class JobStore:
     def __init__(self, client: redis.Redis, ttl: int) -> None:
         self.redis = client
         self.ttl = ttl
+        self._claim = client.register_script(CLAIM_OUTCOME)
+        self._touch = client.register_script(TOUCH)
 
     # -- submit ---------------------------------------------------------------------------
     def create(self, job_id: str, task_type: str, queue: str, images: dict[str, bytes], record: dict[str, Any]) -> None:
@@ -91,7 +109,8 @@ class JobStore:
     # -- read -----------------------------------------------------------------------------
     def record(self, job_id: str) -> dict[str, str] | None:
         raw = cast(dict[bytes, bytes], self.redis.hgetall(job_key(job_id)))
-        return {key.decode(): value.decode() for key, value in raw.items()} or None
+        record = {key.decode(): value.decode() for key, value in raw.items()}
+        return record if "task_type" in record else None  # a partial hash is no job
 
     def input_image(self, job_id: str, field: str) -> bytes | None:
         return cast(bytes | None, self.redis.get(input_key(job_id, field)))
@@ -109,8 +128,9 @@ class JobStore:
             pipe.llen(queue)  # kombu's Redis transport keeps each queue as a list of that name
         return dict(zip(queues, pipe.execute(), strict=True))
 
-    def typical_runtime(self, task_type: str) -> float | None:
-        samples = [float(value) for value in self.redis.lrange(runtimes_key(task_type), 0, -1)]
+    def typical_runtime(self, name: str) -> float | None:
+        """Median of the recent run times of a task type or of a queue."""
+        samples = [float(value) for value in self.redis.lrange(runtimes_key(name), 0, -1)]
         return statistics.median(samples) if samples else None
 
     def live_workers(self, queues: tuple[str, ...]) -> dict[str, list[str]]:
@@ -124,38 +144,42 @@ class JobStore:
 
     # -- cancel and finish ----------------------------------------------------------------
     def claim_outcome(self, job_id: str, outcome: str) -> str | None:
-        """Set the job's outcome unless one is set; return the outcome that was there, if any."""
-        key = job_key(job_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hsetnx(key, "outcome", outcome)
-        pipe.hget(key, "outcome")
-        won, current = pipe.execute()
-        if won:
-            return None
-        return current.decode() if current else None
+        """Set the job's outcome unless one is set; return the outcome that was there, if any.
+
+        A job whose record expired answers ``EXPIRED`` and is not brought back to life.
+        """
+        current = self._claim(keys=[job_key(job_id)], args=[outcome])
+        return None if current == b"" else current.decode()
 
     def is_cancelled(self, job_id: str) -> bool:
         return self.redis.hget(job_key(job_id), "outcome") == OUTCOME_REVOKED.encode()
 
-    def mark_started(self, job_id: str, queue: str) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(queued_key(queue), job_id)
-        pipe.hset(job_key(job_id), "started", time.time())
-        pipe.execute()
+    def mark_started(self, job_id: str, queue: str) -> bool:
+        """Take the job off the queue order and restart its TTL; False if it already expired."""
+        self.redis.zrem(queued_key(queue), job_id)
+        return self.touch(job_id, "started", time.time())
+
+    def touch(self, job_id: str, field: str = "", value: object = "") -> bool:
+        """Restart the TTL of the job's record and inputs (optionally setting a field), if it still exists."""
+        return bool(self._touch(keys=[job_key(job_id)], args=[self.ttl, input_key(job_id, ""), field, str(value)]))
 
     def dequeue(self, job_id: str, queue: str) -> None:
         self.redis.zrem(queued_key(queue), job_id)
 
-    def store_output(self, job_id: str, png: bytes, task_type: str, runtime: float) -> None:
-        """Save the result and restart the TTL of every key of the job, so they expire together."""
+    def store_output(self, job_id: str, png: bytes, task_type: str, queue: str, runtime: float) -> bool:
+        """Save the result and restart the TTL of every key of the job, so they expire together.
+
+        False (and nothing stored) when the job's record expired meanwhile.
+        """
+        if not self.touch(job_id):
+            return False
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(output_key(job_id), png, ex=self.ttl)
-        pipe.expire(job_key(job_id), self.ttl)
-        for key in self._input_keys(job_id):
-            pipe.expire(key, self.ttl)
-        pipe.lpush(runtimes_key(task_type), round(runtime, 4))
-        pipe.ltrim(runtimes_key(task_type), 0, RUNTIME_SAMPLES - 1)
+        for key in (runtimes_key(task_type), runtimes_key(queue)):
+            pipe.lpush(key, round(runtime, 4))
+            pipe.ltrim(key, 0, RUNTIME_SAMPLES - 1)
         pipe.execute()
+        return True
 
     def _input_keys(self, job_id: str) -> list[str]:
         raw = self.redis.hget(job_key(job_id), "inputs")

@@ -56,7 +56,7 @@ def build_ui() -> gr.Blocks:
     with gr.Blocks(title="Atelier", delete_cache=(3600, 3600)) as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("# Atelier\nAn AI image studio · [REST API](/docs)")
-            status = gr.HTML(header, elem_id="atelier-header")
+            status = gr.HTML(elem_id="atelier-header")
         recent = gr.BrowserState([], storage_key="atelier-recent-jobs")
         task_ids = {}
         with gr.Tabs():
@@ -73,6 +73,7 @@ def build_ui() -> gr.Blocks:
                 api_visibility="private",
             )
         demo.load(lambda rows: rows or [], recent, table, api_visibility="private")
+        demo.load(header, None, status, api_visibility="private")
         gr.Timer(3).tick(header, None, status, api_visibility="private")
     demo.queue(default_concurrency_limit=None)
     return demo

@@ -12,8 +12,7 @@ from typing import Any
 import gradio as gr
 import redis
 
-from jobs import FINISHED, JobNotFound, ServiceUnavailable, get_client
-from pipelines.validation import InvalidSubmission
+from jobs import FINISHED, InvalidSubmission, JobNotFound, ServiceUnavailable, get_client
 
 POLL_SECONDS = 0.2  # progress on the page stays fresh without loading Redis
 RESULTS = Path(tempfile.gettempdir()) / "atelier-results"

@@ -16,8 +16,8 @@ from tests.integration.conftest import Api
 from tests.integration.test_jobs import steps_job
 from tests.support.stack import Worker, wait_until
 
-TTL = 3
-TIME_LIMIT = 2
+TTL = 2
+TIME_LIMIT = 4
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +71,35 @@ def test_a_gpu_job_waits_for_a_gpu_worker(short: tuple[Api, Any], photo: Any) ->
     assert db.llen("gpu") == 1
     assert api.cancel(task_id).json()["status"] == "REVOKED"
     db.delete("gpu")
+
+
+def test_a_job_running_longer_than_the_ttl_keeps_its_keys(short: tuple[Api, Any]) -> None:
+    api, _ = short
+    task_id = api.submit(steps_job(steps=12, delay=0.25))  # 3 s of work, TTL 2 s: kept alive while it runs
+    seen = set()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        response = api.http.get(f"/api/v1/tasks/{task_id}/status/")
+        assert response.status_code == 200, response.text  # never a 404 or a 500 mid-run
+        seen.add(response.json()["status"])
+        if response.json()["status"] in ("SUCCESS", "FAILURE"):
+            break
+        time.sleep(0.1)
+    assert "SUCCESS" in seen
+    assert api.http.get(f"/api/v1/tasks/{task_id}/result/").status_code == 200
+
+
+def test_writes_to_an_expired_job_do_not_bring_it_back(short: tuple[Api, Any]) -> None:
+    from tasks.store import JobStore, job_key
+
+    api, db = short
+    store = JobStore(db, TTL)
+    task_id = api.submit(steps_job(steps=1, delay=0))
+    api.wait(task_id)
+    db.delete(job_key(task_id))  # as if it had expired
+    assert store.claim_outcome(task_id, "REVOKED") == "EXPIRED"
+    assert not store.touch(task_id, "started", 1)
+    assert not store.store_output(task_id, b"png", "test_steps", "cpu", 0.1)
+    assert not db.exists(job_key(task_id))
+    for method, path in (("get", "status"), ("get", "result"), ("post", "cancel")):
+        assert api.http.request(method, f"/api/v1/tasks/{task_id}/{path}/").status_code == 404

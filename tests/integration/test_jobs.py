@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import textwrap
 import time
 from typing import Any
 
@@ -275,3 +276,64 @@ def test_output_keys_share_the_ttl(api: Api, redis_client: Any) -> None:
     ttls = [redis_client.ttl(key) for key in (job_key(task_id), output_key(task_id), input_key(task_id, "image"),
                                                f"celery-task-meta-{task_id}")]  # fmt: skip
     assert all(3590 <= ttl <= 3600 for ttl in ttls), ttls
+
+
+def test_hostile_bodies_are_400s_not_500s(api: Api, redis_client: Any) -> None:
+    keys = job_keys(redis_client)
+    deep = '{"task_type": "image_generation", "prompt": "x", "parameters": {"width": ' + "[" * 5000 + "]" * 5000 + "}}"
+    cases = [
+        (deep, "body"),
+        ('{"task_type": "image_generation", "prompt": "x", "parameters": {"guidance_scale": NaN}}', "body"),
+        ('{"task_type": "image_generation", "prompt": "x", "parameters": {"steps": Infinity}}', "body"),
+        (b'{"task_type": "image_generation", "prompt": "\xff\xfe"}', "body"),
+        ("null", "body"),
+        ("", "body"),
+    ]
+    for body, field in cases:
+        response = api.http.post("/api/v1/tasks/submit/", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, (body[:60], response.text[:200])
+        assert field in response.json()["details"]
+    flood = {"task_type": "image_generation", "prompt": "x", "parameters": {f"p{i}": i for i in range(5000)}}
+    response = api.http.post("/api/v1/tasks/submit/", json=flood)
+    assert response.status_code == 400 and len(response.content) < 10_000
+    long_name = api.http.post("/api/v1/tasks/submit/", json={"task_type": "x" * 100_000})
+    assert long_name.status_code == 400 and len(long_name.content) < 2_000
+    assert job_keys(redis_client) == keys
+
+
+def test_multipart_is_as_strict_as_json(api: Api, photo: Image.Image, mask: Image.Image) -> None:
+    files = [
+        ("image", ("a.png", png_bytes(photo), "image/png")),
+        ("image", ("b.png", png_bytes(photo), "image/png")),
+        ("mask", ("m.png", png_bytes(mask), "image/png")),
+    ]
+    twice = api.http.post("/api/v1/tasks/submit/", data={"task_type": "object_removal"}, files=files)
+    assert twice.status_code == 400 and "more than once" in twice.json()["details"]["image"][0]
+    unknown = api.http.post(
+        "/api/v1/tasks/submit/",
+        data={"task_type": "object_removal"},
+        files=[files[0], files[2], ("bogus", ("x.png", png_bytes(mask), "image/png"))],
+    )
+    assert unknown.status_code == 400 and "Unknown field" in unknown.json()["details"]["bogus"][0]
+
+
+def test_base64_as_common_tools_write_it(api: Api, photo: Image.Image, mask: Image.Image) -> None:
+    raw = png_bytes(photo.resize((120, 80)))
+    wrapped = "\n".join(textwrap.wrap(base64.b64encode(raw).decode(), 76))  # `base64 photo.png`
+    unpadded = base64.b64encode(raw).decode().rstrip("=")
+    urlsafe = base64.urlsafe_b64encode(raw).decode()
+    for image in (wrapped, unpadded, urlsafe):
+        body = {"task_type": "object_removal", "image": image, "mask": b64(mask.resize((120, 80)))}
+        assert api.http.post("/api/v1/tasks/submit/", json=body).status_code == 202
+
+
+def test_routes_answer_with_or_without_the_trailing_slash(api: Api) -> None:
+    task_id = api.submit(steps_job(steps=1, delay=0))
+    api.wait(task_id)
+    assert api.http.get(f"/api/v1/tasks/{task_id}/status").json()["status"] == "SUCCESS"
+    assert api.http.get(f"/api/v1/tasks/{task_id}/result?format=png").headers["content-type"] == "image/png"
+    assert api.http.get("/api/v1/styles").status_code == 200
+    assert api.http.get("/healthz/").json()["status"] == "ok"
+    assert api.http.post("/api/v1/tasks/submit", json=steps_job(steps=1, delay=0)).status_code == 202
+    paths = api.http.get("/openapi.json").json()["paths"]
+    assert "/api/v1/tasks/submit" not in paths  # the aliases stay out of the schema
