@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-workers", action="store_true", help="Serve the web app only (needs REDIS_URL)")
     parser.add_argument("--flower", action="store_true", help="Also start Flower (on 127.0.0.1 only)")
     parser.add_argument("--flower-port", type=int, default=5555)
+    parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link (needs internet)")
     return parser.parse_args(argv)
 
 
@@ -233,12 +234,12 @@ def serve(args: argparse.Namespace) -> None:
             supervisor.add(Child("flower", flower))
             log.info("Flower on http://127.0.0.1:%d", args.flower_port)
         supervisor.watch()
-        run_web(args.host, args.port)
+        run_web(args.host, args.port, share=args.share)
     finally:
         supervisor.stop()
 
 
-def run_web(host: str, port: int) -> None:
+def run_web(host: str, port: int, share: bool = False) -> None:
     import gradio as gr
     import uvicorn
 
@@ -246,8 +247,50 @@ def run_web(host: str, port: int) -> None:
     from ui import CSS, THEME, build_ui
 
     app = gr.mount_gradio_app(create_api(), build_ui(), path="/", theme=THEME, css=CSS)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5))
+    if share:
+        threading.Thread(target=_share_when_up, args=(server, port), name="share", daemon=True).start()
     log.info("Atelier on http://%s:%d (API docs at /docs)", host, port)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once it has shut down
+        server.run()
+
+
+def _share_when_up(server: object, port: int) -> None:
+    while not getattr(server, "started", False):
+        time.sleep(0.2)
+    open_share_link(port)
+
+
+def open_share_link(port: int, timeout: float = 30.0) -> str | None:
+    """A public gradio.live link to the local server, or None with a clear message (it needs internet)."""
+    import secrets
+
+    from gradio import networking
+
+    result: dict[str, object] = {}
+
+    def tunnel() -> None:
+        try:
+            result["url"] = networking.setup_tunnel("127.0.0.1", port, secrets.token_urlsafe(32), None, None)
+        except Exception as exc:  # no network, blocked port, missing frpc binary
+            result["error"] = exc
+
+    thread = threading.Thread(target=tunnel, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "url" in result:
+        log.warning("Public share link: %s (anyone with it can use this studio)", result["url"])
+        return str(result["url"])
+    reason = result.get("error") or f"no answer within {timeout:.0f} s"
+    cause = getattr(reason, "__cause__", None)
+    log.error(
+        "Could not create a share link: it needs internet access to Gradio's share servers (%s%s). "
+        "Atelier keeps serving locally on port %d.",
+        reason,
+        f": {cause}" if cause else "",
+        port,
+    )
+    return None
 
 
 def download_models() -> None:

@@ -1,0 +1,166 @@
+"""The Gradio API as scripts use it: gradio_client against a live server with real workers."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import b64
+from tests.e2e.helpers import EXAMPLES
+from tests.support.stack import wait_until
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+OPERATIONS = ("image_generation", "face_swap", "background_removal", "object_removal", "style_transfer")
+
+
+@pytest.fixture(scope="module")
+def client(live_server: str) -> Iterator[Any]:
+    from gradio_client import Client
+
+    yield Client(live_server, verbose=False)
+
+
+def editor(path: Path) -> dict[str, Any]:
+    from gradio_client import handle_file
+
+    return {"background": handle_file(str(path)), "layers": [], "composite": None}
+
+
+def inputs(task_type: str) -> list[Any]:
+    from gradio_client import handle_file
+
+    photo = handle_file(str(EXAMPLES / "coffee.jpg"))
+    return {
+        "image_generation": ["a red fox in snow", "", 512, 512, 4, 0, 7, 1],
+        "face_swap": [handle_file(str(EXAMPLES / "astronaut.jpg")), handle_file(str(EXAMPLES / "astronaut.jpg")), -1],
+        "background_removal": [photo, "u2net", False, "", False, False],
+        "object_removal": [editor(EXAMPLES / "coffee.jpg"), handle_file(str(EXAMPLES / "coffee_mask.png")), "auto", 2],
+        "style_transfer": [photo, "starry-night", None, 0.8, "fast", False],
+    }[task_type]
+
+
+def test_view_api_lists_every_endpoint_by_name(client: Any) -> None:
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    expected = {f"/{name}" for name in OPERATIONS} | {f"/submit_{name}" for name in OPERATIONS}
+    assert expected | {"/task_status", "/task_result", "/cancel_task"} == set(api)
+    style = api["/style_transfer"]
+    assert [p["parameter_name"] for p in style["parameters"]] == [
+        "image", "style", "style_image", "strength", "engine", "preserve_color",
+    ]  # fmt: skip
+    assert [r["label"] for r in style["returns"]] == ["Result", "Task id", "Status"]
+
+
+@pytest.mark.parametrize("task_type", ["style_transfer", "object_removal"])
+def test_streaming_endpoint_gives_the_task_id_first_then_the_image(
+    client: Any, task_type: str, live_server: str
+) -> None:
+    job = client.submit(*inputs(task_type), api_name=f"/{task_type}")
+    wait_until(job.done, 60, interval=0.05, what=task_type)
+    outputs = job.outputs()
+    first_image, first_id, first_status = outputs[0]
+    assert first_image is None and UUID.match(first_id) and first_status == "Submitted"
+    image, task_id, status = outputs[-1]
+    assert task_id == first_id and status == "Done"
+    assert Image.open(image).size == (600, 400)
+    # The same id works everywhere: task_result here, and the REST API.
+    assert Image.open(client.predict(task_id, api_name="/task_result")).size == (600, 400)
+    assert httpx.get(f"{live_server}/api/v1/tasks/{task_id}/status/").json()["status"] == "SUCCESS"
+
+
+@pytest.mark.parametrize("task_type", OPERATIONS)
+def test_submit_returns_an_id_at_once_and_task_status_follows_it(client: Any, task_type: str) -> None:
+    started = time.monotonic()
+    task_id = client.predict(*inputs(task_type), api_name=f"/submit_{task_type}")
+    assert UUID.match(task_id) and time.monotonic() - started < 5
+
+    def finished() -> dict[str, Any] | None:
+        status: dict[str, Any] = client.predict(task_id, api_name="/task_status")
+        return status if status["status"] in ("SUCCESS", "FAILURE", "REVOKED") else None
+
+    final = wait_until(finished, 60, interval=0.1, what=task_type)
+    assert final["task_id"] == task_id and final["task_type"] == task_type
+    if task_type in ("style_transfer", "object_removal"):
+        assert final["status"] == "SUCCESS"
+    else:  # engines that arrive with their own issues say so
+        assert final["status"] == "FAILURE" and "no engine in this build" in final["message"]
+
+
+def test_progress_streams_to_the_client(client: Any, live_server: str, photo: Any) -> None:
+    blocker = _occupy_cpu(live_server, photo)
+    try:
+        job = client.submit(*inputs("object_removal"), api_name="/object_removal")
+        queued = wait_until(
+            lambda: [out for out in job.outputs() if out[2].startswith("Queued — 1st in the cpu queue")],
+            30,
+            interval=0.05,
+            what="the queued message",
+        )
+        assert queued
+        progress = wait_until(lambda: job.status().progress_data, 10, interval=0.05, what="progress data")
+        assert any("Queued" in (unit.desc or "") for unit in progress)
+    finally:
+        httpx.post(f"{live_server}/api/v1/tasks/{blocker}/cancel/")
+    wait_until(job.done, 60, interval=0.05, what="the job")
+    assert job.outputs()[-1][2] == "Done"
+
+
+def test_errors_reach_the_script_as_app_errors(client: Any) -> None:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="multiple of 8"):
+        client.predict("a fox", "", 500, 512, 4, 0, -1, 1, api_name="/image_generation")
+    with pytest.raises(AppError, match="Task not found"):
+        client.predict("00000000-0000-4000-8000-000000000000", api_name="/task_status")
+    with pytest.raises(AppError, match="Prompt is required"):
+        client.predict("", "", 512, 512, 4, 0, -1, 1, api_name="/submit_image_generation")
+
+
+def test_cancel_task_stops_a_queued_job_and_refuses_a_finished_one(client: Any, live_server: str, photo: Any) -> None:
+    from gradio_client.exceptions import AppError
+
+    blocker = _occupy_cpu(live_server, photo)
+    try:
+        task_id = client.predict(*inputs("object_removal"), api_name="/submit_object_removal")
+        assert client.predict(task_id, api_name="/task_status")["status"] == "PENDING"
+        assert client.predict(task_id, api_name="/cancel_task")["status"] == "REVOKED"
+    finally:
+        httpx.post(f"{live_server}/api/v1/tasks/{blocker}/cancel/")
+    done = client.predict(*inputs("style_transfer"), api_name="/style_transfer")[1]
+    with pytest.raises(AppError, match="already finished"):
+        client.predict(done, api_name="/cancel_task")
+
+
+def test_thirty_waiting_users_do_not_block_a_thirty_first(client: Any, live_server: str, photo: Any) -> None:
+    """Thirty streams wait on queued cpu jobs; a gpu job submitted after them still runs at once."""
+    blocker = _occupy_cpu(live_server, photo)
+    waiting = [client.submit(*inputs("object_removal"), api_name="/object_removal") for _ in range(30)]
+    try:
+        wait_until(lambda: all(len(job.outputs()) >= 1 for job in waiting), 60, interval=0.2, what="30 task ids")
+        assert not any(job.done() for job in waiting)
+        started = time.monotonic()
+        image, _task_id, status = client.predict(*inputs("style_transfer"), api_name="/style_transfer")
+        assert status == "Done" and Image.open(image).size == (600, 400)
+        assert time.monotonic() - started < 20
+        assert not any(job.done() for job in waiting)  # they are still waiting, not dropped
+    finally:
+        for job in waiting:
+            if job.outputs():
+                httpx.post(f"{live_server}/api/v1/tasks/{job.outputs()[0][1]}/cancel/")
+        httpx.post(f"{live_server}/api/v1/tasks/{blocker}/cancel/")
+    wait_until(lambda: all(job.done() for job in waiting), 30, interval=0.2, what="the streams to end")
+    assert {job.outputs()[-1][2] for job in waiting} == {"Cancelled"}
+    wait_until(lambda: httpx.get(f"{live_server}/healthz").json()["queues"]["cpu"]["waiting"] == 0, 30)
+
+
+def _occupy_cpu(live_server: str, photo: Any) -> str:
+    body = {"task_type": "test_steps", "image": b64(photo.resize((8, 8))), "parameters": {"steps": 1200, "delay": 0.05}}
+    task_id: str = httpx.post(f"{live_server}/api/v1/tasks/submit/", json=body).json()["task_id"]
+    wait_until(lambda: httpx.get(f"{live_server}/api/v1/tasks/{task_id}/status/").json()["status"] == "PROCESSING", 30)
+    return task_id
