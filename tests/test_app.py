@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,32 @@ def test_a_dead_worker_is_restarted(stack: Any, photo: Image.Image, mask: Image.
         http,
         {"task_type": "object_removal", "image": b64(photo.resize((120, 80))), "mask": b64(mask.resize((120, 80)))},
     )
+
+
+def test_a_second_stack_on_the_same_data_folder_is_refused(stack: Any) -> None:
+    _, _, data_dir = stack
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env["ATELIER_DATA_DIR"] = str(data_dir)
+    result = subprocess.run(
+        [sys.executable, "app.py", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Another Atelier is already running" in result.stderr
+
+
+def test_share_without_internet_fails_fast_and_clearly(caplog: pytest.LogCaptureFixture) -> None:
+    from app import open_share_link
+
+    started = time.monotonic()
+    with caplog.at_level("ERROR", logger="atelier"):
+        assert open_share_link(free_port(), timeout=20) is None
+    assert time.monotonic() - started < 25
+    assert "Could not create a share link: it needs internet access" in caplog.text
 
 
 def test_ctrl_c_stops_every_child(stack: Any) -> None:
