@@ -11,6 +11,7 @@ import redis
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, Field
 
@@ -369,7 +370,7 @@ def unavailable(request: Request | None, exc: Exception) -> JSONResponse:
 
 def create_api(client_factory: Any = get_client) -> FastAPI:
     """The FastAPI app with the REST routes; app.py mounts the Gradio page on it."""
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc served from the package: /docs works offline
         title="Atelier",
         summary="AI image studio: generation, face swap, background and object removal, style transfer",
         version="0.1.0",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import textwrap
 import time
 from typing import Any
@@ -265,6 +266,10 @@ def test_styles_and_openapi(api: Api) -> None:
     paths = api.http.get("/openapi.json").json()["paths"]
     assert {"/api/v1/tasks/submit/", "/api/v1/tasks/{task_id}/status/", "/api/v1/tasks/{task_id}/result/",
             "/api/v1/tasks/{task_id}/cancel/", "/healthz", "/api/v1/styles/"} <= set(paths)  # fmt: skip
+    docs = api.http.get("/docs")
+    assert docs.status_code == 200 and "cdn.jsdelivr" not in docs.text  # works on an offline install
+    script = re.search(r'src="([^"]*swagger-ui-bundle.js)"', docs.text)
+    assert script and api.http.get(script.group(1)).status_code == 200
     submit = paths["/api/v1/tasks/submit/"]["post"]
     assert {"application/json", "multipart/form-data"} <= set(submit["requestBody"]["content"])
     assert {"202", "400", "413", "415"} <= set(submit["responses"])
