@@ -52,6 +52,7 @@ class StatusResponse(BaseModel):
     queue: str
     position: int | None = Field(default=None, description="While PENDING: 1 = next to run")
     eta_seconds: float | None = Field(default=None, description="While PENDING: estimated wait")
+    updated_at: float | None = Field(default=None, description="While PROCESSING: when the worker published it")
 
 
 class JobResult(BaseModel):

@@ -53,11 +53,14 @@ class JobStatus:
     queue: str
     position: int | None = None
     eta_seconds: float | None = None
+    updated_at: float | None = None  # when the worker published this progress (Unix time)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.position is None:
+        if self.position is None:  # queue fields only while queued (eta_seconds may be null then)
             del data["position"], data["eta_seconds"]
+        if self.updated_at is None:
+            del data["updated_at"]
         return data
 
 
@@ -137,7 +140,8 @@ class JobClient:
             return make(PROCESSING, 0, "Starting")
         if state == PROCESSING:
             info = info or {}
-            return make(PROCESSING, int(info.get("progress", 0)), str(info.get("message", "Working")))
+            progress, message = int(info.get("progress", 0)), str(info.get("message", "Working"))
+            return make(PROCESSING, progress, message, updated_at=info.get("updated_at"))
         if state == "RETRY":
             return make(PROCESSING, 0, f"Retrying: {_failure_message(info)}")
         if state == SUCCESS:

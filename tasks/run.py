@@ -53,7 +53,8 @@ class ProgressReporter:
             self.touched = time.monotonic()
         # Progress never goes backwards, whatever an engine reports.
         self.percent = max(self.percent, round(min(max(fraction, 0.0), 1.0) * 100))
-        self.task.update_state(state="PROCESSING", meta={"progress": self.percent, "message": message})
+        meta = {"progress": self.percent, "message": message, "updated_at": time.time()}
+        self.task.update_state(state="PROCESSING", meta=meta)
 
 
 @app.task(bind=True, name=TASK_NAME, throws=(JobFailed,))  # expected failures: logged without a traceback

@@ -1,0 +1,358 @@
+"""Atelier's benchmark: what the job system adds around the model, measured side by side in one run.
+
+    .venv/bin/python benchmarks/run.py [--n 200]        (or: make bench)
+
+Starts the stack that `make run` starts (embedded Redis, a gpu and a cpu worker, the web app)
+on a free port with a throw-away data folder, then prints one table per section. Compare
+ratios within one run: the machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PHOTO = ROOT / "assets" / "examples" / "coffee.jpg"
+FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
+
+
+# -- the stack -------------------------------------------------------------------------------------
+@contextmanager
+def stack() -> Iterator[tuple[str, str, psutil.Process]]:
+    """`python app.py` on a free port; yields (base URL, Redis URL, the app process)."""
+    from app import free_port
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data:
+        env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+        env["ATELIER_DATA_DIR"] = data
+        log = Path(data) / "app.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    queues = httpx.get(f"{base_url}/healthz").json()["queues"]
+                    if queues["cpu"]["workers"] and queues["gpu"]["workers"]:
+                        break
+                except (httpx.HTTPError, KeyError, ValueError):
+                    pass
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit(f"the stack did not start; see {log}")
+                time.sleep(0.3)
+            redis_url = re.search(r"embedded Redis at (redis://\S+)", log.read_text()).group(1)  # type: ignore[union-attr]
+            yield base_url, redis_url, psutil.Process(process.pid)
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def small_job() -> tuple[bytes, bytes]:
+    image = Image.new("RGB", (64, 64), (40, 160, 90))
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((24, 24, 40, 40), fill=255)
+    return encode(image), encode(mask)
+
+
+def photo_job(width: int, height: int) -> tuple[bytes, bytes]:
+    """The sample photo at that size, as a JPEG upload, with a small round mask (a spot to remove)."""
+    photo = Image.open(PHOTO).convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+    mask = Image.new("L", (width, height), 0)
+    radius = max(8, min(width, height) // 20)
+    ImageDraw.Draw(mask).ellipse(
+        (width // 2 - radius, height // 2 - radius, width // 2 + radius, height // 2 + radius), fill=255
+    )
+    return encode(photo, "JPEG"), encode(mask)
+
+
+def body(image: bytes, mask: bytes) -> dict[str, Any]:
+    return {
+        "task_type": "object_removal",
+        "image": base64.b64encode(image).decode(),
+        "mask": base64.b64encode(mask).decode(),
+        "parameters": {"engine": "telea"},
+    }
+
+
+# -- paths -----------------------------------------------------------------------------------------
+def rest_job(http: httpx.Client, payload: dict[str, Any], poll: float = 0.005) -> str:
+    task_id: str = http.post("/api/v1/tasks/submit/", json=payload).json()["task_id"]
+    while (status := http.get(f"/api/v1/tasks/{task_id}/status/").json()["status"]) not in FINISHED:
+        time.sleep(poll)
+    assert status == "SUCCESS", status
+    return task_id
+
+
+class RawCelery:
+    """The floor for a Celery round trip of the same task: record + images written, send_task, .get()."""
+
+    def __init__(self, redis_url: str) -> None:
+        from settings import Settings
+        from tasks.celery_app import make_celery
+        from tasks.store import JobStore, connect
+
+        settings = Settings(redis_url=redis_url)
+        self.app = make_celery(settings)
+        self.store = JobStore(connect(redis_url), settings.result_ttl)
+
+    def job(self, image: bytes, mask: bytes) -> None:
+        from tasks.celery_app import TASK_NAME
+
+        job_id = str(uuid.uuid4())
+        self.store.create(job_id, "object_removal", "cpu", {"image": image, "mask": mask}, {})
+        kwargs = {"task_type": "object_removal", "parameters": {"engine": "telea"}, "prompt": None}
+        self.app.send_task(TASK_NAME, kwargs=kwargs, task_id=job_id, queue="cpu").get(timeout=60)
+
+
+def timed(function: Callable[[], Any], n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def stats(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+
+def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
+    for row in rows:
+        print("| " + " | ".join(f"{cell:.2f}" if isinstance(cell, float) else str(cell) for cell in row) + " |")
+
+
+# -- sections --------------------------------------------------------------------------------------
+def round_trip(base_url: str, redis_url: str, n: int) -> None:
+    from gradio_client import Client, handle_file
+
+    from pipelines.base import JobInput, no_progress
+    from pipelines.images import open_image
+    from pipelines.object_removal import ObjectRemovalParameters, remove_object
+
+    image, mask = small_job()
+    decoded = {"image": open_image(image, 10**8), "mask": open_image(mask, 10**8)}
+    params = ObjectRemovalParameters(engine="telea")
+    raw = RawCelery(redis_url)
+    payload = body(image, mask)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "image.png").write_bytes(image)
+        (Path(tmp) / "mask.png").write_bytes(mask)
+        gradio = Client(base_url, verbose=False)
+        editor = {"background": handle_file(f"{tmp}/image.png"), "layers": [], "composite": None}
+        gradio_inputs = (editor, handle_file(f"{tmp}/mask.png"), "telea", 0)
+        with httpx.Client(base_url=base_url, timeout=60) as http:
+            for _ in range(5):  # warm-up: pool processes, connections, caches
+                raw.job(image, mask)
+                rest_job(http, payload)
+            rows = {
+                "direct pipeline call": timed(lambda: remove_object(JobInput(decoded, params), no_progress), n),
+                "raw Celery apply_async().get()": timed(lambda: raw.job(image, mask), n),
+                "REST submit → SUCCESS (poll 5 ms)": timed(lambda: rest_job(http, payload), n),
+                "gradio_client predict": timed(lambda: gradio.predict(*gradio_inputs, api_name="/object_removal"), n),
+            }
+    floor = statistics.median(rows["direct pipeline call"])
+    celery = statistics.median(rows["raw Celery apply_async().get()"])
+    table(
+        f"1. Round trip of a small job (object_removal/telea, 64×64, {n} each, one at a time)",
+        ["path", "median ms", "p99 ms", "× direct", "× raw Celery"],
+        [[name, *stats(s), statistics.median(s) / floor, statistics.median(s) / celery] for name, s in rows.items()],
+    )
+
+
+def throughput(base_url: str, redis_url: str, n: int) -> None:
+    image, mask = small_job()
+    payload = body(image, mask)
+    rows = []
+    for clients in (1, 8, 32):
+        jobs = max(n, clients * 4)
+
+        def rest_worker(count: int) -> None:
+            with httpx.Client(base_url=base_url, timeout=120) as http:
+                for _ in range(count):
+                    rest_job(http, payload, poll=0.01)
+
+        def raw_worker(count: int) -> None:
+            raw = RawCelery(redis_url)  # one app (and result consumer) per thread
+            for _ in range(count):
+                raw.job(image, mask)
+
+        rates = []
+        for worker in (rest_worker, raw_worker):
+            started = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(worker, [jobs // clients] * clients))
+            rates.append((jobs // clients * clients) / (time.perf_counter() - started))
+        rows.append([clients, rates[0], rates[1], rates[0] / rates[1]])
+    table(
+        "2. Throughput (small jobs per second; one cpu worker process)",
+        ["concurrent clients", "REST jobs/s", "raw Celery jobs/s", "REST / raw"],
+        rows,
+    )
+
+
+def transport(base_url: str, redis_url: str) -> None:
+    import redis
+
+    from pipelines.base import JobInput, no_progress
+    from pipelines.images import encode_png, open_image
+    from pipelines.object_removal import ObjectRemovalParameters, remove_object
+    from pipelines.validation import validate_submission
+    from settings import Settings
+    from tasks.store import JobStore, connect, input_key, job_key, output_key
+
+    settings = Settings(redis_url=redis_url)
+    store = JobStore(connect(redis_url), settings.result_ttl)
+    client = redis.Redis.from_url(redis_url)
+    rows = []
+    for width, height in ((512, 512), (2048, 2048), (4096, 2160)):
+        image, mask = photo_job(width, height)
+        payload = body(image, mask)
+
+        def median_of(function: Callable[[], Any], repeat: int = 5) -> float:
+            return statistics.median(timed(function, repeat)) * 1000
+
+        validate = median_of(lambda: validate_submission(payload, {}, settings.max_pixels))  # noqa: B023
+        job_id = str(uuid.uuid4())
+        write = median_of(lambda: store.create(job_id, "object_removal", "cpu", {"image": image, "mask": mask}, {}))  # noqa: B023
+        read = median_of(
+            lambda: [open_image(store.input_image(job_id, f) or b"", settings.max_pixels) for f in ("image", "mask")]  # noqa: B023
+        )
+        decoded = {"image": open_image(image, settings.max_pixels), "mask": open_image(mask, settings.max_pixels)}
+        output = remove_object(JobInput(decoded, ObjectRemovalParameters(engine="telea")), no_progress).image
+        encoded = median_of(lambda: encode_png(output))  # noqa: B023
+        with httpx.Client(base_url=base_url, timeout=120) as http:
+            totals, engine = [], []
+            for _ in range(3):
+                started = time.perf_counter()
+                task_id = rest_job(http, payload)
+                http.get(f"/api/v1/tasks/{task_id}/result/?format=png").raise_for_status()
+                totals.append(time.perf_counter() - started)
+                result = http.get(f"/api/v1/tasks/{task_id}/result/").json()["result"]
+                engine.append(result["metadata"]["timings"]["run"])
+        stored = sum(
+            client.memory_usage(key) or 0
+            for key in (job_key(task_id), input_key(task_id, "image"), input_key(task_id, "mask"), output_key(task_id),
+                        f"celery-task-meta-{task_id}")
+        )  # fmt: skip
+        total, run = statistics.median(totals) * 1000, statistics.median(engine) * 1000
+        rows.append(
+            [f"{width}×{height}", validate, write, read, encoded, run, total, total - run, f"{stored / 1e6:.1f} MB"]
+        )
+    table(
+        "3. Image transport (object_removal/telea, a JPEG photo and a PNG mask; ms, medians)",
+        ["input", "decode+validate", "Redis write", "worker read+decode", "PNG encode", "engine", "REST submit→PNG",
+         "overhead (total − engine)", "stored per job"],
+        rows,
+    )  # fmt: skip
+
+
+def freshness(base_url: str, n: int) -> None:
+    """How long after the worker publishes a progress message a polling client sees it."""
+    image = encode(Image.open(PHOTO).convert("RGB").resize((1024, 683)), "JPEG")
+    payload = {
+        "task_type": "style_transfer",
+        "image": base64.b64encode(image).decode(),
+        "parameters": {"style": "mosaic"},
+    }
+    delays = []
+    with httpx.Client(base_url=base_url, timeout=60) as http:
+        for _ in range(n):
+            task_id = http.post("/api/v1/tasks/submit/", json=payload).json()["task_id"]
+            last = None
+            while True:
+                status = http.get(f"/api/v1/tasks/{task_id}/status/").json()
+                seen = time.time()
+                if status.get("updated_at") and status["message"] != last:
+                    last = status["message"]
+                    delays.append(seen - status["updated_at"])
+                if status["status"] in FINISHED:
+                    break
+                time.sleep(0.01)
+    table(
+        f"4. Progress freshness (style_transfer 1024 px, {n} jobs, REST poll every 10 ms)",
+        ["samples", "median ms", "p99 ms"],
+        [[len(delays), *stats(delays)]],
+    )
+
+
+def warm_start(base_url: str, app: psutil.Process, n: int) -> None:
+    image = encode(Image.open(PHOTO).convert("RGB").resize((96, 64)))
+    payload = {
+        "task_type": "style_transfer",
+        "image": base64.b64encode(image).decode(),
+        "parameters": {"style": "comic"},
+    }
+    with httpx.Client(base_url=base_url, timeout=60) as http:
+        for _ in range(n):
+            task_id = rest_job(http, payload)
+        loads = http.get(f"/api/v1/tasks/{task_id}/result/").json()["result"]["metadata"]["model_loads_in_process"]
+    rows = []
+    for child in app.children():
+        command = " ".join(child.cmdline())
+        if " worker " in command:
+            queue = command.split("-Q ")[1].split()[0]
+            processes = [child, *child.children(recursive=True)]
+            rows.append([queue, len(processes), f"{sum(p.memory_info().rss for p in processes) / 2**20:.0f} MiB"])
+    table(
+        f"5. Warm start: style_transfer model loads in the gpu worker's process after {n} jobs: {loads} (must be 1)",
+        ["worker", "processes", "resident memory"],
+        rows,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=200, help="jobs per round-trip row")
+    args = parser.parse_args()
+    print(f"Atelier benchmark — {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+          f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
+    with stack() as (base_url, redis_url, app):
+        os.environ["REDIS_URL"] = redis_url
+        round_trip(base_url, redis_url, args.n)
+        throughput(base_url, redis_url, max(40, args.n // 2))
+        transport(base_url, redis_url)
+        freshness(base_url, max(10, args.n // 10))
+        warm_start(base_url, app, 100)
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "benchmark"
+    main()
