@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 ARGS ?=
 
-.PHONY: install run test lint system-deps browser clean
+.PHONY: install run test lint bench system-deps browser clean
 
 # python3-venv is missing on a bare Debian; install it when `python3 -m venv` cannot work.
 system-deps:
@@ -36,6 +36,9 @@ lint: install
 
 test: install browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts
