@@ -125,7 +125,7 @@ class JobStore:
     def queue_lengths(self, queues: tuple[str, ...]) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)
         for queue in queues:
-            pipe.llen(queue)  # kombu's Redis transport keeps each queue as a list of that name
+            pipe.zcard(queued_key(queue))  # not the broker list: a cancelled job still sits there until popped
         return dict(zip(queues, pipe.execute(), strict=True))
 
     def typical_runtime(self, name: str) -> float | None:

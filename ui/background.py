@@ -8,20 +8,24 @@ from typing import Any
 import gradio as gr
 
 from jobs import background_models
-from ui.common import Update, cancel, job_controls, run, submit
+from ui.common import Update, cancel, error, job_controls, run, submit
 
 EXAMPLES = [["assets/examples/chelsea.jpg"], ["assets/examples/rocket.jpg"]]
 
 
 def hex_to_rgba(color: str) -> list[int]:
+    """#RRGGBB, #RRGGBBAA or the colour picker's rgba(r, g, b, a) as four 0-255 channels."""
     value = color.strip().lstrip("#")
-    if value.startswith("rgb"):  # the colour picker may answer rgba(r, g, b, a)
-        parts = [float(part) for part in value[value.index("(") + 1 : value.index(")")].split(",")]
-        alpha = round(parts[3] * 255) if len(parts) > 3 else 255
-        return [round(parts[0]), round(parts[1]), round(parts[2]), alpha]
-    if len(value) not in (6, 8):
-        raise gr.Error(f"bgcolor must be like #RRGGBB, got {color!r}")
-    channels = [int(value[i : i + 2], 16) for i in range(0, len(value), 2)]
+    try:
+        if value.startswith("rgb"):
+            parts = [float(part) for part in value[value.index("(") + 1 : value.index(")")].split(",")]
+            alpha = round(parts[3] * 255) if len(parts) > 3 else 255
+            return [round(parts[0]), round(parts[1]), round(parts[2]), alpha]
+        if len(value) not in (6, 8):
+            raise ValueError(value)
+        channels = [int(value[i : i + 2], 16) for i in range(0, len(value), 2)]
+    except (ValueError, IndexError):
+        raise error(f"bgcolor must be like #RRGGBB or #RRGGBBAA, got {color[:20]!r}", title="Invalid input") from None
     return channels if len(channels) == 4 else [*channels, 255]
 
 
@@ -70,7 +74,7 @@ def submit_background_removal(
 def render() -> gr.Textbox:
     with gr.Row():
         with gr.Column():
-            image = gr.Image(label="Photo", type="filepath", sources=["upload", "clipboard"])
+            image = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"])
             model = gr.Dropdown(list(background_models()), value="u2net", label="Model")
             with gr.Row():
                 matting = gr.Checkbox(label="Alpha matting (finer hair and edges)")

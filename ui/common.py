@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +29,11 @@ def explain(details: dict[str, list[str]]) -> str:
     return "Invalid input — " + "; ".join(f"{field}: {' '.join(messages)}" for field, messages in details.items())
 
 
+def error(message: str, title: str = "Error") -> gr.Error:
+    """A pop-up error. Gradio renders its text as HTML, so text from users is escaped."""
+    return gr.Error(html.escape(message), title=title)
+
+
 def submit(task_type: str, *, prompt: str | None = None, images: dict[str, Any], parameters: dict[str, Any]) -> str:
     """Submit a job; raise ``gr.Error`` with the field errors for bad input. Returns the task id."""
     files = {}
@@ -40,7 +46,7 @@ def submit(task_type: str, *, prompt: str | None = None, images: dict[str, Any],
     try:
         return get_client().submit(fields, files).task_id
     except InvalidSubmission as exc:
-        raise gr.Error(explain(exc.details), title="Invalid input") from None
+        raise error(explain(exc.details), title="Invalid input") from None
     except (ServiceUnavailable, redis.exceptions.RedisError):
         raise gr.Error(UNREACHABLE, title="Service unavailable") from None
 
@@ -72,7 +78,7 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
             status = await asyncio.to_thread(client.status, task_id)
             failures = 0
         except JobNotFound:
-            raise gr.Error(f"Task {task_id} was not found: it expired or never existed.") from None
+            raise error(f"Task {task_id} was not found: it expired or never existed.") from None
         except (ServiceUnavailable, redis.exceptions.RedisError):
             failures += 1
             if failures > 30:  # about 30 s of retries, one a second
@@ -85,7 +91,8 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
             yield await asyncio.to_thread(save_result, task_id), task_id, "Done"
             return
         if status.status == "FAILURE":
-            raise gr.Error(status.message, title="The job failed")
+            yield None, task_id, f"Failed: {status.message}"
+            raise error(status.message, title="The job failed")
         if status.status == "REVOKED":
             yield None, task_id, "Cancelled"
             return
@@ -99,7 +106,11 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
 
 async def run(task_type: str, progress: gr.Progress, **submission: Any) -> AsyncIterator[Update]:
     """Submit, then follow: the body of every ``api_name=T`` endpoint."""
-    task_id = await asyncio.to_thread(lambda: submit(task_type, **submission))
+    try:
+        task_id = await asyncio.to_thread(lambda: submit(task_type, **submission))
+    except gr.Error as exc:
+        yield None, "", f"Not submitted: {html.unescape(str(exc.message))}"
+        raise
     yield None, task_id, "Submitted"
     async for update in follow(task_id, progress):
         yield update
@@ -121,7 +132,14 @@ def cancel(task_id: str) -> str:
 
 def job_controls() -> tuple[gr.Image, gr.Textbox, gr.Textbox, gr.Button, gr.Button]:
     """The right-hand column every tab has: result, status, task id, Run and Cancel."""
-    result = gr.Image(label="Result", type="filepath", format="png", interactive=False, elem_classes="result")
+    result = gr.Image(
+        label="Result",
+        type="filepath",
+        format="png",
+        interactive=False,
+        buttons=["download", "fullscreen"],
+        elem_classes="result",
+    )
     status = gr.Textbox(label="Status", interactive=False, elem_classes="job-status")
     task_id = gr.Textbox(label="Task id", interactive=False, buttons=["copy"], elem_classes="task-id")
     with gr.Row():

@@ -38,8 +38,12 @@ def render() -> gr.Textbox:
     with gr.Row():
         with gr.Column():
             with gr.Row():
-                source = gr.Image(label="Source face", type="filepath", sources=["upload", "clipboard"])
-                target = gr.Image(label="Target photo", type="filepath", sources=["upload", "clipboard"])
+                source = gr.Image(
+                    label="Source face", type="filepath", image_mode=None, sources=["upload", "clipboard"]
+                )
+                target = gr.Image(
+                    label="Target photo", type="filepath", image_mode=None, sources=["upload", "clipboard"]
+                )
             face_index = gr.Number(
                 value=-1, precision=0, minimum=-1, label="Face to replace (-1 = all faces, 0 = leftmost)"
             )

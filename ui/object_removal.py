@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,10 @@ EXAMPLES = [
     [{"background": "assets/examples/coffee.jpg", "layers": [], "composite": None}, "assets/examples/coffee_mask.png"]
 ]
 NO_MASK = "Paint over the object to remove with the brush, or upload a mask (white = remove)."
+EDITOR_VALUE = (
+    'From the API, pass the photo as an image-editor value: {"background": handle_file(path), "layers": [], '
+    '"composite": None}, and the mask as the second argument.'
+)
 
 
 def _png(image: Image.Image) -> bytes:
@@ -35,19 +40,30 @@ def _open(value: Any) -> Image.Image | None:
 
 
 def images_from(editor: dict[str, Any] | None, mask: str | None) -> dict[str, bytes]:
-    """The photo and a black-and-white mask from the editor's background and painted layers."""
+    """The photo, and a black-and-white mask: what is painted on the editor's layers plus any uploaded mask."""
+    if editor is not None and not isinstance(editor, dict):
+        raise gr.Error(EDITOR_VALUE, title="Invalid input")
     background = _open((editor or {}).get("background"))
     if background is None:
-        raise gr.Error("Upload a photo first.", title="Invalid input")
+        raise gr.Error("Upload a photo first. " + EDITOR_VALUE, title="Invalid input")
     if background.mode != "RGB":
         background = background.convert("RGB")
-    if mask:
-        return {"image": _png(background), "mask": Path(mask).read_bytes()}
     painted = np.zeros((background.height, background.width), dtype=bool)
     for layer in (editor or {}).get("layers") or []:
         layer = _open(layer)
         if layer is not None and layer.size == background.size:
             painted |= np.asarray(layer.convert("RGBA"))[..., 3] > 0
+    if mask and not painted.any():
+        return {"image": _png(background), "mask": Path(mask).read_bytes()}  # validated by the job system
+    if mask:
+        uploaded = Image.open(mask)
+        if uploaded.size != background.size:
+            raise gr.Error(
+                f"The mask is {uploaded.width}×{uploaded.height} but the photo is "
+                f"{background.width}×{background.height}; they must match.",
+                title="Invalid input",
+            )
+        painted |= np.asarray(uploaded.convert("L")) > 127
     if not painted.any():
         raise gr.Error(NO_MASK, title="Nothing to remove")
     return {"image": _png(background), "mask": _png(Image.fromarray(painted.astype(np.uint8) * 255))}
@@ -67,8 +83,9 @@ async def object_removal(
     dilate: float = 0,
     progress: gr.Progress = gr.Progress(),  # noqa: B008
 ) -> AsyncIterator[Update]:
-    """Remove what is painted on the image editor's layers (or white in `mask`)."""
-    images = images_from(image, mask)
+    """Remove what is painted on the image editor's layers (and white in `mask`)."""
+    # No "preparing" message first: the contract puts the task id in the first streamed output.
+    images = await asyncio.to_thread(images_from, image, mask)
     async for update in run("object_removal", progress, images=images, parameters=parameters(engine, dilate)):
         yield update
 
@@ -96,7 +113,10 @@ def render() -> gr.Textbox:
             )
             with gr.Accordion("…or upload a mask", open=False):
                 mask = gr.Image(
-                    label="Mask (white = remove, same size as the photo)", type="filepath", elem_id="object-mask"
+                    label="Mask (white = remove, same size as the photo)",
+                    type="filepath",
+                    image_mode=None,  # the uploaded file as is: no re-encoding into a shared cache file
+                    elem_id="object-mask",
                 )
             with gr.Row():
                 engine = gr.Dropdown(["auto", *engines("object_removal")], value="auto", label="Engine")

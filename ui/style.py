@@ -55,10 +55,12 @@ def render() -> gr.Textbox:
     presets = style_presets()
     with gr.Row():
         with gr.Column():
-            image = gr.Image(label="Photo", type="filepath", sources=["upload", "clipboard"])
+            image = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"])
             gallery = gr.Gallery(
                 [(str(THUMBNAILS / f"{name}.jpg"), title) for name, title in presets],
                 label="Styles",
+                show_label=False,
+                buttons=[],
                 columns=4,
                 height=330,
                 object_fit="cover",
@@ -69,7 +71,9 @@ def render() -> gr.Textbox:
                 [("(none — use my style image)", ""), *[(t, n) for n, t in presets]], value="mosaic", label="Style"
             )
             with gr.Accordion("…or use your own style image", open=False):
-                style_image = gr.Image(label="Style image", type="filepath", sources=["upload", "clipboard"])
+                style_image = gr.Image(
+                    label="Style image", type="filepath", image_mode=None, sources=["upload", "clipboard"]
+                )
             with gr.Row():
                 strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength")
                 engine = gr.Radio(list(engines("style_transfer")), value="fast", label="Engine")

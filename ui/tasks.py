@@ -8,15 +8,15 @@ from typing import Any
 import gradio as gr
 
 from jobs import JobConflict, JobNotFound, get_client
-from ui.common import save_result
+from ui.common import error, save_result
 
 RECENT = 20
 
 
 def _task_id(task_id: str) -> str:
-    task_id = (task_id or "").strip()
+    task_id = (task_id or "").strip()[:100]  # ids are 36 characters; never echo a flood back
     if not task_id:
-        raise gr.Error("Enter a task id.", title="Invalid input")
+        raise error("Enter a task id.", title="Invalid input")
     return task_id
 
 
@@ -26,7 +26,7 @@ def task_status(task_id: str) -> dict[str, Any]:
     try:
         return get_client().status(task_id).as_dict()
     except JobNotFound:
-        raise gr.Error(f"Task not found: {task_id} is unknown or expired.", title="Not found") from None
+        raise error(f"Task not found: {task_id} is unknown or expired.", title="Not found") from None
 
 
 def task_result(task_id: str) -> str:
@@ -35,11 +35,9 @@ def task_result(task_id: str) -> str:
     try:
         return save_result(task_id)
     except JobNotFound:
-        raise gr.Error(f"Task not found: {task_id} is unknown or expired.", title="Not found") from None
+        raise error(f"Task not found: {task_id} is unknown or expired.", title="Not found") from None
     except JobConflict as exc:
-        raise gr.Error(
-            f"No result: the task is {exc.status.status} ({exc.status.message}).", title="Not ready"
-        ) from None
+        raise error(f"No result: the task is {exc.status.status} ({exc.status.message}).", title="Not ready") from None
 
 
 def cancel_task(task_id: str) -> dict[str, Any]:
@@ -48,9 +46,9 @@ def cancel_task(task_id: str) -> dict[str, Any]:
     try:
         return get_client().cancel(task_id).as_dict()
     except JobNotFound:
-        raise gr.Error(f"Task not found: {task_id} is unknown or expired.", title="Not found") from None
+        raise error(f"Task not found: {task_id} is unknown or expired.", title="Not found") from None
     except JobConflict as exc:
-        raise gr.Error(
+        raise error(
             f"Task already finished ({exc.status.status}); nothing to cancel, its result is kept.", title="Finished"
         ) from None
 
@@ -71,7 +69,9 @@ def render(recent: gr.BrowserState) -> gr.Dataframe:
         cancel_button = gr.Button("Cancel", variant="stop", scale=1)
     with gr.Row():
         status = gr.JSON(label="Status")
-        result = gr.Image(label="Result", type="filepath", format="png", interactive=False)
+        result = gr.Image(
+            label="Result", type="filepath", format="png", interactive=False, buttons=["download", "fullscreen"]
+        )
     table = gr.Dataframe(
         headers=["Task id", "Operation", "Submitted"],
         label="Recent jobs in this browser",

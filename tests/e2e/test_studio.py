@@ -126,6 +126,8 @@ def test_an_operation_without_its_engine_says_so(page: Page, live_server: str) -
     tab.get_by_role("button", name="Run").click()
     expect(page.get_by_text(re.compile("no engine in this build")).first).to_be_visible(timeout=15_000)
     assert UUID.match(task_id_of(tab))
+    status = tab.locator(".job-status textarea, .job-status input").first
+    expect(status).to_have_value(re.compile(r"^Failed: Image generation has no engine"))  # stays after the pop-up
 
 
 def test_face_swap_and_background_tabs_run_and_report(page: Page, live_server: str) -> None:
@@ -190,6 +192,8 @@ def test_phone_layout_keeps_the_tabs_reachable(browser: Any, live_server: str, a
 def test_an_unknown_id_is_reported_plainly(page: Page, live_server: str) -> None:
     page.goto(live_server)
     tasks = open_tab(page, "Tasks", "tasks")
-    tasks.locator("#lookup-id textarea, #lookup-id input").first.fill("00000000-0000-4000-8000-000000000000")
+    tasks.locator("#lookup-id textarea, #lookup-id input").first.fill('<b id="injected">bold</b>')
     tasks.get_by_role("button", name="Status").click()
     expect(page.get_by_text(re.compile("Task not found")).first).to_be_visible(timeout=10_000)
+    expect(page.get_by_text('<b id="injected">bold</b>', exact=False).first).to_be_visible()  # shown as text
+    assert page.locator("#injected").count() == 0  # never rendered as HTML
