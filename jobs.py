@@ -92,7 +92,8 @@ class JobClient:
         task_type = submission.operation.name
         queue = queue_for(task_type, self.settings)
         job_id = str(uuid.uuid4())
-        record = {"prompt": submission.prompt, "sizes": submission.sizes}
+        # prompt and parameters are kept so that a job whose worker died can be sent again.
+        record = {"prompt": submission.prompt, "sizes": submission.sizes, "parameters": submission.parameters}
         self.store.create(job_id, task_type, queue, submission.image_bytes, record)
         try:
             self.celery.send_task(
@@ -159,6 +160,8 @@ class JobClient:
             return make(PROCESSING, 0, "Starting")
         workers = len(self.store.live_workers((queue,))[queue])
         message = f"Queued — {ordinal(position)} in the {queue} queue"
+        if record.get("note"):
+            message += f" ({record['note']})"
         eta = None
         if not workers:
             message += f"; no {queue} worker is running, so it waits until one starts"

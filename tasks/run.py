@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -22,10 +23,26 @@ from pipelines.validation import validate_parameters
 from settings import Settings
 from tasks import app
 from tasks.celery_app import TASK_NAME
-from tasks.store import OUTCOME_FAILURE, OUTCOME_SUCCESS, JobStore, connect, output_key
+from tasks.store import (
+    OUTCOME_FAILURE,
+    OUTCOME_REVOKED,
+    OUTCOME_SUCCESS,
+    RECONCILER_LOCK,
+    JobStore,
+    connect,
+    output_key,
+)
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
+RECONCILE_EVERY = 5.0
+MAX_ATTEMPTS = 2  # a job whose worker dies is run at most once more
+_main_pid = os.getpid()  # set again by worker_init, in the worker's main process, before the pool forks
+
+
+def worker_process(hostname: str) -> str:
+    """This worker's main process, as "host#pid": what the heartbeat reports and jobs record."""
+    return f"{hostname}#{_main_pid}"
 
 
 class JobFailed(Exception):
@@ -67,12 +84,26 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     if record is None:
         log.warning("Job %s expired before it ran; dropping it", job_id)
         raise Ignore()
-    if not store.mark_started(job_id, record["queue"]):
-        log.warning("Job %s expired as it started; dropping it", job_id)
-        raise Ignore()
-    if store.is_cancelled(job_id):
+    outcome = record.get("outcome")
+    if outcome == OUTCOME_REVOKED:
         self.backend.mark_as_revoked(job_id, reason="cancelled before it started")
         raise Ignore()
+    if outcome is not None:  # a second delivery of a job that already ended
+        log.warning("Job %s already ended (%s); not running it again", job_id, outcome)
+        raise Ignore()
+    me = worker_process(self.request.hostname)
+    owner = record.get("worker")
+    if owner and owner != me and job_id in store.running_jobs() and owner in store.live_processes():
+        log.warning("Job %s is running on %s; not running it twice", job_id, owner)
+        raise Ignore()
+    attempt = store.mark_started(job_id, record["queue"], me)
+    if attempt is None:
+        log.warning("Job %s expired as it started; dropping it", job_id)
+        raise Ignore()
+    if attempt > MAX_ATTEMPTS:
+        store.finished(job_id)
+        store.claim_outcome(job_id, OUTCOME_FAILURE)
+        raise JobFailed(f"Worker lost: the job's worker died {attempt - 1} times while running it; not retried again")
 
     operation = OPERATIONS[task_type]
     progress = ProgressReporter(self, store, job_id)
@@ -84,16 +115,20 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
         if store.is_cancelled(job_id):
             raise JobCancelled(job_id)
     except JobCancelled:
+        store.finished(job_id)
         self.backend.mark_as_revoked(job_id, reason="cancelled")
         raise Ignore() from None
     except SoftTimeLimitExceeded:
+        store.finished(job_id)
         store.claim_outcome(job_id, OUTCOME_FAILURE)
         raise JobFailed(f"The job exceeded the time limit of {settings.job_time_limit} s") from None
     except (PipelineError, ImageRejected) as exc:
+        store.finished(job_id)
         store.claim_outcome(job_id, OUTCOME_FAILURE)
         raise JobFailed(str(exc)) from None
     except Exception as exc:
         log.exception("Job %s (%s) failed", job_id, task_type)
+        store.finished(job_id)
         store.claim_outcome(job_id, OUTCOME_FAILURE)
         raise JobFailed(f"{task_type} failed: {type(exc).__name__}: {exc}") from exc
 
@@ -104,8 +139,13 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     if output.prompt_used or prompt:
         provenance["atelier:prompt"] = output.prompt_used or prompt
     png = encode_png(output.image, provenance)
-    if store.claim_outcome(job_id, OUTCOME_SUCCESS) is not None:  # cancelled in the last instant
+    store.finished(job_id)
+    earlier = store.claim_outcome(job_id, OUTCOME_SUCCESS)
+    if earlier == OUTCOME_REVOKED:  # cancelled in the last instant
         self.backend.mark_as_revoked(job_id, reason="cancelled")
+        raise Ignore()
+    if earlier is not None:  # another attempt ended it first (or it expired): keep that outcome
+        log.warning("Job %s already ended (%s); dropping this attempt's result", job_id, earlier)
         raise Ignore()
     if not store.store_output(job_id, png, task_type, record["queue"], runtime):
         log.warning("Job %s expired while it ran; its result is dropped", job_id)
@@ -144,25 +184,74 @@ def load_job(
     return JobInput(images=images, parameters=params, prompt=prompt)
 
 
-# -- worker heartbeat: lets /healthz and queue ETAs see live workers per queue, cheaply -----
+# -- worker heartbeat and the reconciler ---------------------------------------------------------
+# The heartbeat lets /healthz and queue ETAs see live workers cheaply. The reconciler, run by
+# whichever worker holds a short Redis lock, sends a job again when the worker process that ran
+# it stopped beating (SIGKILL, OOM, a machine gone): Celery itself would only redeliver it after
+# the broker's visibility timeout, an hour by default.
 _stop_heartbeat = threading.Event()
+
+
+@signals.worker_init.connect
+def remember_main_pid(**kwargs: Any) -> None:
+    global _main_pid
+    _main_pid = os.getpid()
+
+
+def reconcile(store: JobStore, celery: Any) -> None:
+    """Send again (once) the running jobs whose worker process is gone; fail them the second time."""
+    if not store.redis.set(RECONCILER_LOCK, "1", nx=True, ex=int(RECONCILE_EVERY * 2)):
+        return
+    live = store.live_processes()
+    for job_id in store.running_jobs():
+        record = store.record(job_id)
+        if record is None or record.get("outcome"):
+            store.finished(job_id)
+            continue
+        if record.get("worker") in live:
+            continue
+        store.finished(job_id)
+        if int(record.get("attempts", "1")) >= MAX_ATTEMPTS:
+            if store.claim_outcome(job_id, OUTCOME_FAILURE) is None:
+                celery.backend.mark_as_failure(
+                    job_id, JobFailed("Worker lost: the job's worker died twice while running it")
+                )
+            continue
+        log.warning("Job %s lost its worker %s; sending it again", job_id, record.get("worker"))
+        store.requeue(job_id, record["queue"], "retrying after a worker was lost")
+        store.redis.delete(celery.backend.get_key_for_task(job_id))  # its stale PROCESSING state
+        kwargs = {
+            "task_type": record["task_type"],
+            "parameters": json.loads(record.get("parameters", "{}")),
+            "prompt": json.loads(record.get("prompt", "null")),
+        }
+        celery.send_task(TASK_NAME, kwargs=kwargs, task_id=job_id, queue=record["queue"])
 
 
 @signals.worker_ready.connect
 def start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
+    from tasks.celery_app import make_celery
+
     hostname = sender.hostname
     queues = [queue.name for queue in sender.task_consumer.queues]
-    store = job_store(sender.app.conf.atelier_settings)
+    settings = sender.app.conf.atelier_settings
+    store = job_store(settings)
+    process = worker_process(hostname)
+    celery = make_celery(settings)  # its own connections: this thread publishes beside the worker
 
     def beat() -> None:
+        last_reconcile = 0.0
         while not _stop_heartbeat.is_set():
             try:
-                store.heartbeat(hostname, queues)
+                store.heartbeat(hostname, queues, process)
+                if time.monotonic() - last_reconcile > RECONCILE_EVERY:
+                    last_reconcile = time.monotonic()
+                    reconcile(store, celery)
             except Exception as exc:  # Redis away: keep trying, the worker itself reconnects too
                 log.debug("heartbeat failed: %s", exc)
             _stop_heartbeat.wait(HEARTBEAT_SECONDS)
         with contextlib.suppress(Exception):
-            store.forget_worker(hostname, queues)
+            store.forget_worker(hostname, queues, process)
 
     threading.Thread(target=beat, name="atelier-heartbeat", daemon=True).start()
 

@@ -63,6 +63,11 @@ def workers_key(queue: str) -> str:
     return f"{PREFIX}:workers:{queue}"
 
 
+RUNNING = f"{PREFIX}:running"  # job id → start time, while a worker runs it
+PROCESSES = f"{PREFIX}:worker-processes"  # "host#pid" of each worker main process → last heartbeat
+RECONCILER_LOCK = f"{PREFIX}:reconciler"
+
+
 @lru_cache(maxsize=8)
 def connect(url: str) -> redis.Redis:
     """One connection pool per URL and process. Short timeouts: a dead Redis answers fast."""
@@ -154,10 +159,39 @@ class JobStore:
     def is_cancelled(self, job_id: str) -> bool:
         return self.redis.hget(job_key(job_id), "outcome") == OUTCOME_REVOKED.encode()
 
-    def mark_started(self, job_id: str, queue: str) -> bool:
-        """Take the job off the queue order and restart its TTL; False if it already expired."""
+    def mark_started(self, job_id: str, queue: str, worker: str) -> int | None:
+        """Take the job off the queue order, restart its TTL and count the attempt.
+
+        Returns the attempt number (1 for the first run), or None if the job already expired.
+        """
         self.redis.zrem(queued_key(queue), job_id)
-        return self.touch(job_id, "started", time.time())
+        if not self.touch(job_id):
+            return None
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(job_key(job_id), mapping={"started": now, "worker": worker})
+        pipe.hdel(job_key(job_id), "note")
+        pipe.hincrby(job_key(job_id), "attempts", 1)
+        pipe.zadd(RUNNING, {job_id: now})
+        return int(pipe.execute()[2])
+
+    def finished(self, job_id: str) -> None:
+        self.redis.zrem(RUNNING, job_id)
+
+    def running_jobs(self) -> list[str]:
+        return [job_id.decode() for job_id in cast(list[bytes], self.redis.zrange(RUNNING, 0, -1))]
+
+    def requeue(self, job_id: str, queue: str, note: str) -> None:
+        """Put a job whose worker died back in the queue order, at its original place."""
+        created = self.redis.hget(job_key(job_id), "created")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(queued_key(queue), {job_id: float(created or time.time())})
+        pipe.hset(job_key(job_id), "note", note)
+        pipe.execute()
+
+    def live_processes(self) -> set[str]:
+        since = time.time() - WORKER_STALE_AFTER
+        return {name.decode() for name in cast(list[bytes], self.redis.zrangebyscore(PROCESSES, since, "+inf"))}
 
     def touch(self, job_id: str, field: str = "", value: object = "") -> bool:
         """Restart the TTL of the job's record and inputs (optionally setting a field), if it still exists."""
@@ -186,16 +220,19 @@ class JobStore:
         return [input_key(job_id, field) for field in json.loads(raw)] if raw else []
 
     # -- workers --------------------------------------------------------------------------
-    def heartbeat(self, hostname: str, queues: list[str]) -> None:
+    def heartbeat(self, hostname: str, queues: list[str], process: str) -> None:
         now = time.time()
         pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(PROCESSES, {process: now})
+        pipe.zremrangebyscore(PROCESSES, "-inf", now - 3600)
         for queue in queues:
             pipe.zadd(workers_key(queue), {hostname: now})
             pipe.zremrangebyscore(workers_key(queue), "-inf", now - 3600)
         pipe.execute()
 
-    def forget_worker(self, hostname: str, queues: list[str]) -> None:
+    def forget_worker(self, hostname: str, queues: list[str], process: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(PROCESSES, process)
         for queue in queues:
             pipe.zrem(workers_key(queue), hostname)
         pipe.execute()

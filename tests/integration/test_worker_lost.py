@@ -1,0 +1,60 @@
+"""A job survives the death of its worker: sent again once, then FAILURE "worker lost"."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import psutil
+
+from tests.integration.conftest import Api
+from tests.integration.test_jobs import steps_job
+from tests.support.operations import executions_key
+from tests.support.stack import Worker, wait_until
+
+
+def kill_worker(worker: Worker) -> None:
+    main = psutil.Process(worker.process.pid)
+    for process in [*main.children(recursive=True), main]:
+        process.send_signal(signal.SIGKILL)
+    worker.process.wait(10)
+
+
+def test_a_job_whose_whole_worker_is_killed_finishes_elsewhere(
+    api: Api, busy_cpu: str, redis_client: Any, artifacts: Any
+) -> None:
+    doomed = Worker("cpu", "doomed", log=artifacts / "worker-doomed.log").wait_ready(redis_client)
+    try:
+        task_id = api.submit(steps_job(steps=40, delay=0.1, marker="worker-dies"))  # the session worker is busy
+        api.wait(task_id, ("PROCESSING",))
+        assert redis_client.hget(f"atelier:job:{task_id}", "worker").decode().startswith("doomed@test#")
+        kill_worker(doomed)
+        retrying = api.wait(task_id, ("PENDING",), timeout=30)  # noticed within the heartbeat window
+        assert "retrying after a worker was lost" in retrying["message"]
+        api.cancel(busy_cpu)  # free the surviving worker
+        done = api.wait(task_id, timeout=60)
+        assert done["status"] == "SUCCESS"
+        assert redis_client.get(executions_key("worker-dies")) == b"2"  # the lost run and the retry, no more
+        assert redis_client.hget(f"atelier:job:{task_id}", "attempts") == b"2"
+    finally:
+        doomed.stop()
+
+
+def test_a_job_is_retried_only_once(api: Api, workers: dict[str, Worker], redis_client: Any) -> None:
+    """The pool process dies twice: Celery redelivers at once; the third start ends it as worker lost."""
+    task_id = api.submit(steps_job(steps=200, delay=0.05, marker="dies-twice"))
+    for attempt in (1, 2):
+        wait_until(
+            lambda attempt=attempt: redis_client.get(executions_key("dies-twice")) == str(attempt).encode(),
+            30,
+            what=f"attempt {attempt}",
+        )
+        api.wait(task_id, ("PROCESSING",))
+        pool = psutil.Process(workers["cpu"].process.pid).children()
+        for child in pool:
+            child.send_signal(signal.SIGKILL)
+    failed = api.wait(task_id, timeout=60)
+    assert failed["status"] == "FAILURE"
+    assert failed["message"].startswith("Worker lost")
+    assert redis_client.get(executions_key("dies-twice")) == b"2"
+    assert api.wait(api.submit(steps_job(steps=1, delay=0)))["status"] == "SUCCESS"  # the worker serves on
