@@ -51,7 +51,7 @@ class StatusResponse(BaseModel):
     task_type: str
     queue: str
     position: int | None = Field(default=None, description="While PENDING: 1 = next to run")
-    eta_seconds: float | None = Field(default=None, description="While PENDING: estimated wait")
+    eta_seconds: float | None = Field(default=None, description="While PENDING: estimated seconds until it starts")
     updated_at: float | None = Field(default=None, description="While PROCESSING: when the worker published it")
 
 

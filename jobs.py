@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -169,9 +168,20 @@ class JobClient:
             # Jobs of every type share the queue, so its recent run times predict the wait best.
             runtime = self.store.typical_runtime(queue) or self.store.typical_runtime(task_type)
             if runtime is not None:
-                eta = round(runtime * math.ceil(position / workers), 1)
-                message += f", about {max(1, round(eta))} s"
+                eta = round(self._wait(queue, position, workers, runtime), 1)
+                message += f", starts in about {max(1, round(eta))} s"
         return make(PENDING, 0, message, position=position, eta_seconds=eta)
+
+    def _wait(self, queue: str, position: int, workers: int, typical: float) -> float:
+        """Seconds until a job at ``position`` starts: what the running jobs have left, plus the
+        jobs ahead of it at the queue's typical run time, shared among the queue's workers."""
+        left = 0.0
+        for elapsed, progress in self.store.running_on(queue, self.celery.backend.get_key_for_task):
+            if progress >= 0.05:  # extrapolate from its own pace
+                left += elapsed * (1 - progress) / progress
+            else:  # barely started: assume a typical job, or half again what it already took
+                left += max(typical - elapsed, elapsed / 2)
+        return (left + (position - 1) * typical) / workers
 
     def result(self, task_id: str) -> tuple[JobStatus, dict[str, Any], bytes]:
         """The finished job's result metadata and PNG; :class:`JobConflict` if not ``SUCCESS``."""

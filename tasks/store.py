@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, cast
 
@@ -180,6 +181,24 @@ class JobStore:
 
     def running_jobs(self) -> list[str]:
         return [job_id.decode() for job_id in cast(list[bytes], self.redis.zrange(RUNNING, 0, -1))]
+
+    def running_on(self, queue: str, meta_key: Callable[[str], Any]) -> list[tuple[float, float]]:
+        """(seconds running, progress 0-1) of each job running on ``queue`` now."""
+        started = cast(list[tuple[bytes, float]], self.redis.zrange(RUNNING, 0, -1, withscores=True))
+        if not started:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, _ in started:
+            pipe.hget(job_key(job_id.decode()), "queue")
+            pipe.get(meta_key(job_id.decode()))
+        answers = pipe.execute()
+        now, running = time.time(), []
+        for (_, since), job_queue, meta in zip(started, answers[::2], answers[1::2], strict=True):
+            if job_queue is not None and job_queue.decode() == queue:
+                info = (json.loads(meta).get("result") or {}) if meta else {}
+                progress = info.get("progress", 0) / 100 if isinstance(info, dict) else 0.0
+                running.append((now - since, progress))
+        return running
 
     def requeue(self, job_id: str, queue: str, note: str) -> None:
         """Put a job whose worker died back in the queue order, at its original place."""

@@ -96,7 +96,8 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
         if status.status == "REVOKED":
             yield None, task_id, "Cancelled"
             return
-        progress(status.progress / 100, desc=status.message)
+        # While queued there is no fraction to show, only the place in the queue.
+        progress(None if status.status == "PENDING" else status.progress / 100, desc=status.message)
         if status.message != last_message:
             last_message = status.message
             yield None, task_id, status.message

@@ -132,15 +132,23 @@ def test_cancelled_queued_job_never_runs(api: Api, busy_cpu: str, redis_client: 
     assert api.status(queued)["status"] == "REVOKED"
 
 
-def test_queue_position_and_eta(api: Api, busy_cpu: str) -> None:
-    api.wait(api.submit(steps_job(steps=1, delay=0.2)), ("PENDING",))
-    waiting = [api.submit(steps_job(steps=1, delay=0.2)) for _ in range(2)]
-    statuses = [api.status(task_id) for task_id in waiting]
-    assert [status["position"] for status in statuses] == [2, 3]
-    assert statuses[1]["message"].startswith("Queued — 3rd in the cpu queue")
-    # Earlier test_steps runs taught it a typical run time, so an ETA is given.
-    assert statuses[1]["eta_seconds"] is not None and statuses[1]["eta_seconds"] >= 0
-    assert "about" in statuses[1]["message"]
+def test_queue_position_and_eta(api: Api, redis_client: Any) -> None:
+    assert api.wait(api.submit(steps_job(steps=1, delay=0)))["status"] == "SUCCESS"  # teaches a typical run time
+    blocker = api.submit(steps_job(steps=300, delay=0.05))  # 15 s
+    wait_until(lambda: api.status(blocker)["progress"] >= 6, 20, what="the blocker's pace to show")
+    queued = [api.submit(steps_job(steps=1, delay=0.2)) for _ in range(3)]
+    try:
+        statuses = [api.status(task_id) for task_id in queued]
+        assert [status["position"] for status in statuses] == [1, 2, 3]
+        assert statuses[2]["message"].startswith("Queued — 3rd in the cpu queue")
+        # The running job's pace says it has ~14 s left: most of the wait, not the quick jobs ahead.
+        assert 8 < statuses[0]["eta_seconds"] < 25, statuses[0]
+        assert statuses[2]["eta_seconds"] >= statuses[0]["eta_seconds"]
+        assert "starts in about" in statuses[2]["message"]
+    finally:
+        for task_id in [*queued, blocker]:
+            api.cancel(task_id)
+    wait_until(lambda: redis_client.llen("cpu") == 0, 20, what="cpu queue drained")
 
 
 def test_progress_is_published_and_monotonic(api: Api) -> None:
