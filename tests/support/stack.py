@@ -34,10 +34,14 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(data_dir),
-             "--appendonly", "yes", "--save", "", "--loglevel", "warning", "--logfile", str(data_dir / "redis.log")],
-        )  # fmt: skip
+        self.argv = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(data_dir),
+                     "--appendonly", "yes", "--save", "", "--loglevel", "warning",
+                     "--logfile", str(data_dir / "redis.log")]  # fmt: skip
+        self.start()
+
+    def start(self) -> None:
+        """Start (or start again, on the same port and append-only file)."""
+        self.process = subprocess.Popen(self.argv)
         client = redis.Redis.from_url(self.url)
         wait_until(lambda: _pings(client), 10, what="redis-server")
 

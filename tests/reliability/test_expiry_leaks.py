@@ -1,0 +1,62 @@
+"""After the TTL every key of a job is gone: 200 jobs leave Redis as they found it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from jobs import JobClient
+from settings import Settings
+from tests.integration.conftest import Api
+from tests.integration.test_jobs import steps_job
+from tests.support.stack import Worker, wait_until
+
+TTL = 3
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url: str, artifacts: Any) -> Iterator[tuple[Api, redis.Redis]]:
+    from api import create_api
+
+    url = redis_url.rsplit("/", 1)[0] + "/2"
+    db = redis.Redis.from_url(url)
+    db.flushdb()
+    worker = Worker("cpu", "expiry", env={"REDIS_URL": url, "ATELIER_RESULT_TTL": str(TTL)},
+                    log=artifacts / "worker-expiry.log").wait_ready(db)  # fmt: skip
+    client = JobClient(Settings(redis_url=url, result_ttl=TTL))
+    try:
+        with TestClient(create_api(lambda: client)) as http:
+            yield Api(http), db
+    finally:
+        worker.stop()
+
+
+def job_keys(db: redis.Redis) -> set[bytes]:
+    return {key for key in db.scan_iter() if key.startswith((b"atelier:job:", b"celery-task-meta-"))}
+
+
+def test_two_hundred_jobs_expire_without_leaving_a_key(stack: tuple[Api, redis.Redis]) -> None:
+    api, db = stack
+    api.wait(api.submit(steps_job(steps=1, delay=0)))  # warm up: bindings, runtimes, heartbeats exist now
+    wait_until(lambda: not job_keys(db), TTL + 5, interval=0.2, what="the warm-up job to expire")
+    baseline_keys = db.dbsize()
+    baseline_memory = db.info("memory")["used_memory"]
+
+    bodies = [steps_job(steps=1, delay=0) for _ in range(200)]
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(api.submit, bodies))
+    wait_until(lambda: all(api.status(task_id)["status"] == "SUCCESS" for task_id in ids[-20:]), 60, interval=0.2)
+    assert all(api.status(task_id)["status"] == "SUCCESS" for task_id in ids)
+    assert len(job_keys(db)) >= 4 * 200  # record, input, output, result per job
+
+    wait_until(lambda: not job_keys(db), TTL + 10, interval=0.5, what="every job key to expire")
+    time.sleep(0.5)
+    assert db.dbsize() == baseline_keys, sorted(key for key in db.scan_iter())
+    assert db.info("memory")["used_memory"] < baseline_memory + 512 * 1024
+    assert all(api.http.get(f"/api/v1/tasks/{task_id}/status/").status_code == 404 for task_id in ids[:20])
