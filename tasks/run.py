@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 RECONCILE_EVERY = 5.0
 MAX_ATTEMPTS = 2  # a job whose worker dies is run at most once more
+UNSTARTED_AFTER = 30.0  # seconds a fetched message may wait unstarted before its worker counts as dead
 _main_pid = os.getpid()  # set again by worker_init, in the worker's main process, before the pool forks
 
 
@@ -202,6 +203,8 @@ def reconcile(store: JobStore, celery: Any) -> None:
     """Send again (once) the running jobs whose worker process is gone; fail them the second time."""
     if not store.redis.set(RECONCILER_LOCK, "1", nx=True, ex=int(RECONCILE_EVERY * 2)):
         return
+    for job_id in store.restore_unstarted(UNSTARTED_AFTER):
+        log.warning("Job %s was fetched by a worker that died before starting it; queued again", job_id)
     live = store.live_processes()
     for job_id in store.running_jobs():
         record = store.record(job_id)

@@ -67,6 +67,7 @@ def workers_key(queue: str) -> str:
 RUNNING = f"{PREFIX}:running"  # job id → start time, while a worker runs it
 PROCESSES = f"{PREFIX}:worker-processes"  # "host#pid" of each worker main process → last heartbeat
 RECONCILER_LOCK = f"{PREFIX}:reconciler"
+UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis transport's own keys
 
 
 @lru_cache(maxsize=8)
@@ -207,6 +208,32 @@ class JobStore:
         pipe.zadd(queued_key(queue), {job_id: float(created or time.time())})
         pipe.hset(job_key(job_id), "note", note)
         pipe.execute()
+
+    def restore_unstarted(self, older_than: float) -> list[str]:
+        """Put back in their queue the messages a worker fetched but never started.
+
+        kombu's Redis transport keeps a fetched message in its ``unacked`` hash until it is acked,
+        and gives it back only after the visibility timeout (an hour). With a prefetch of one, a
+        live worker starts what it fetched at once, so a message still unstarted after
+        ``older_than`` seconds belongs to a worker that died between fetching and starting it.
+        """
+        running = set(self.running_jobs())
+        restored = []
+        stale = cast(list[bytes], self.redis.zrangebyscore(UNACKED_INDEX, "-inf", time.time() - older_than))
+        for tag in stale:
+            raw = self.redis.hget(UNACKED, tag)
+            if raw is None:
+                continue
+            message, _exchange, queue = json.loads(raw)
+            job_id = message.get("headers", {}).get("id") or message.get("properties", {}).get("correlation_id")
+            if job_id in running or not self.redis.hdel(UNACKED, tag):  # started, or acked meanwhile
+                continue
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(UNACKED_INDEX, tag)
+            pipe.rpush(queue, json.dumps(message))  # the right end is the next to be fetched
+            pipe.execute()
+            restored.append(job_id)
+        return restored
 
     def live_processes(self) -> set[str]:
         since = time.time() - WORKER_STALE_AFTER

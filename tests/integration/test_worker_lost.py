@@ -26,8 +26,8 @@ def test_a_job_whose_whole_worker_is_killed_finishes_elsewhere(
     doomed = Worker("cpu", "doomed", log=artifacts / "worker-doomed.log").wait_ready(redis_client)
     try:
         task_id = api.submit(steps_job(steps=40, delay=0.1, marker="worker-dies"))  # the session worker is busy
-        api.wait(task_id, ("PROCESSING",))
-        assert redis_client.hget(f"atelier:job:{task_id}", "worker").decode().startswith("doomed@test#")
+        owner = wait_until(lambda: redis_client.hget(f"atelier:job:{task_id}", "worker"), 20, what="the job to start")
+        assert owner.decode().startswith("doomed@test#")
         kill_worker(doomed)
         retrying = api.wait(task_id, ("PENDING",), timeout=30)  # noticed within the heartbeat window
         assert "retrying after a worker was lost" in retrying["message"]
@@ -58,3 +58,32 @@ def test_a_job_is_retried_only_once(api: Api, workers: dict[str, Worker], redis_
     assert failed["message"].startswith("Worker lost")
     assert redis_client.get(executions_key("dies-twice")) == b"2"
     assert api.wait(api.submit(steps_job(steps=1, delay=0)))["status"] == "SUCCESS"  # the worker serves on
+
+
+def test_a_message_fetched_by_a_worker_that_died_before_starting_is_queued_again(
+    api: Api, workers: dict[str, Worker], redis_client: Any
+) -> None:
+    """As when the worker dies between fetching a message and starting it: the message sits only in
+    kombu's unacked hash, which Celery alone would give back after the visibility timeout (an hour)."""
+    import json
+    import time
+    import uuid
+
+    from jobs import get_client
+    from tasks.celery_app import TASK_NAME
+    from tests.conftest import png_bytes
+    from tests.integration.test_jobs import SMALL
+
+    client = get_client()
+    job_id = str(uuid.uuid4())
+    client.store.create(job_id, "test_steps", "cpu", {"image": png_bytes(SMALL)}, {"prompt": "in-limbo"})
+    kwargs = {"task_type": "test_steps", "parameters": {"steps": 1, "delay": 0}, "prompt": "in-limbo"}
+    client.celery.send_task(TASK_NAME, kwargs=kwargs, task_id=job_id, queue="limbo")  # a queue nobody consumes
+    message = json.loads(redis_client.rpop("limbo"))
+    tag = str(uuid.uuid4())
+    redis_client.hset("unacked", tag, json.dumps([message, "cpu", "cpu"]))
+    redis_client.zadd("unacked_index", {tag: time.time() - 120})  # fetched two minutes ago, never started
+
+    assert api.wait(job_id, timeout=30)["status"] == "SUCCESS"
+    assert redis_client.get(executions_key("in-limbo")) == b"1"
+    assert not redis_client.hexists("unacked", tag)
