@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from jobs import background_models
-from ui.common import Update, cancel, error, job_controls, run, submit
+from ui.common import Update, error, job_controls, run, submit
 
 EXAMPLES = [["assets/examples/chelsea.jpg"], ["assets/examples/rocket.jpg"]]
 
@@ -85,7 +85,7 @@ def render() -> gr.Textbox:
                 color = gr.ColorPicker(value="#ffffff", label="Background colour", visible=False)
             bgcolor = gr.Textbox(value="", visible=False)  # "" = transparent
         with gr.Column(elem_classes="checkerboard"):
-            result, status, task_id, run_button, cancel_button = job_controls()
+            controls = job_controls()
     gr.Examples(EXAMPLES, [image], label="Try")
 
     def chosen_color(use: bool, value: str) -> tuple[dict[str, Any], str]:
@@ -94,13 +94,5 @@ def render() -> gr.Textbox:
     fill.change(chosen_color, [fill, color], [color, bgcolor], api_visibility="private")
     color.change(lambda use, value: value if use else "", [fill, color], bgcolor, api_visibility="private")
     inputs = [image, model, matting, bgcolor, only_mask, post_process]
-    outputs = [result, task_id, status]
-    run_button.click(
-        background_removal, inputs, outputs, api_name="background_removal", concurrency_limit=None,
-        show_progress_on=result,
-    )  # fmt: skip
-    gr.Button(visible=False).click(
-        submit_background_removal, inputs, task_id, api_name="submit_background_removal", concurrency_limit=None
-    )
-    cancel_button.click(cancel, task_id, status, api_visibility="private")
-    return task_id
+    controls.wire("background_removal", background_removal, submit_background_removal, inputs)
+    return controls.task_id

@@ -7,6 +7,7 @@ import html
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +132,33 @@ def cancel(task_id: str) -> str:
     return "Cancelled" if status.status == "REVOKED" else status.message
 
 
-def job_controls() -> tuple[gr.Image, gr.Textbox, gr.Textbox, gr.Button, gr.Button]:
+@dataclass
+class JobControls:
     """The right-hand column every tab has: result, status, task id, Run and Cancel."""
+
+    result: gr.Image
+    status: gr.Textbox
+    task_id: gr.Textbox
+    run_button: gr.Button
+    cancel_button: gr.Button
+
+    def wire(self, task_type: str, run_job: Any, submit_job: Any, inputs: list[Any]) -> None:
+        """Run → ``api_name=T`` (streams), a hidden ``submit_T`` (returns the id), Cancel → the job system."""
+        self.run_button.click(
+            run_job,
+            inputs,
+            [self.result, self.task_id, self.status],
+            api_name=task_type,
+            concurrency_limit=None,  # async: a waiting user holds no worker thread
+            show_progress_on=self.result,
+        )
+        gr.Button(visible=False).click(
+            submit_job, inputs, self.task_id, api_name=f"submit_{task_type}", concurrency_limit=None
+        )
+        self.cancel_button.click(cancel, self.task_id, self.status, api_visibility="private")
+
+
+def job_controls() -> JobControls:
     result = gr.Image(
         label="Result",
         type="filepath",
@@ -146,7 +172,7 @@ def job_controls() -> tuple[gr.Image, gr.Textbox, gr.Textbox, gr.Button, gr.Butt
     with gr.Row():
         run_button = gr.Button("Run", variant="primary")
         cancel_button = gr.Button("Cancel", variant="stop")
-    return result, status, task_id, run_button, cancel_button
+    return JobControls(result, status, task_id, run_button, cancel_button)
 
 
-__all__ = ["FINISHED", "Update", "cancel", "follow", "job_controls", "run", "submit"]
+__all__ = ["FINISHED", "JobControls", "Update", "cancel", "follow", "job_controls", "run", "submit"]

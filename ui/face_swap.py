@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from ui.common import Update, cancel, job_controls, run, submit
+from ui.common import Update, job_controls, run, submit
 
 EXAMPLES = [["assets/examples/astronaut.jpg", "assets/examples/astronaut.jpg", -1]]
 
@@ -48,12 +48,8 @@ def render() -> gr.Textbox:
                 value=-1, precision=0, minimum=-1, label="Face to replace (-1 = all faces, 0 = leftmost)"
             )
         with gr.Column():
-            result, status, task_id, run_button, cancel_button = job_controls()
+            controls = job_controls()
     gr.Examples(EXAMPLES, [source, target, face_index], label="Try")
-    inputs, outputs = [source, target, face_index], [result, task_id, status]
-    run_button.click(face_swap, inputs, outputs, api_name="face_swap", concurrency_limit=None, show_progress_on=result)
-    gr.Button(visible=False).click(
-        submit_face_swap, inputs, task_id, api_name="submit_face_swap", concurrency_limit=None
-    )
-    cancel_button.click(cancel, task_id, status, api_visibility="private")
-    return task_id
+    inputs = [source, target, face_index]
+    controls.wire("face_swap", face_swap, submit_face_swap, inputs)
+    return controls.task_id

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from ui.common import Update, cancel, job_controls, run, submit
+from ui.common import Update, job_controls, run, submit
 
 SIZES = {
     "Square 512×512": (512, 512),
@@ -95,18 +95,11 @@ def render() -> gr.Textbox:
                 dice = gr.Button("Random seed", scale=1, min_width=60)
                 count = gr.Slider(1, 4, value=1, step=1, label="Images", scale=3)
         with gr.Column():
-            result, status, task_id, run_button, cancel_button = job_controls()
+            controls = job_controls()
     gr.Examples(EXAMPLES, [prompt, negative], label="Try")
     inputs = [prompt, negative, width, height, steps, guidance, seed, count]
-    outputs = [result, task_id, status]
 
     size.change(lambda name: SIZES[name], size, [width, height], api_visibility="private")
     dice.click(lambda: random.randint(0, 2**32 - 1), None, seed, api_visibility="private")
-    run_button.click(
-        image_generation, inputs, outputs, api_name="image_generation", concurrency_limit=None, show_progress_on=result
-    )
-    gr.Button(visible=False).click(
-        submit_image_generation, inputs, task_id, api_name="submit_image_generation", concurrency_limit=None
-    )
-    cancel_button.click(cancel, task_id, status, api_visibility="private")
-    return task_id
+    controls.wire("image_generation", image_generation, submit_image_generation, inputs)
+    return controls.task_id

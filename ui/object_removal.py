@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from jobs import engines
-from ui.common import Update, cancel, job_controls, run, submit
+from ui.common import Update, job_controls, run, submit
 
 EXAMPLES = [
     [{"background": "assets/examples/coffee.jpg", "layers": [], "composite": None}, "assets/examples/coffee_mask.png"]
@@ -122,14 +122,8 @@ def render() -> gr.Textbox:
                 engine = gr.Dropdown(["auto", *engines("object_removal")], value="auto", label="Engine")
                 dilate = gr.Slider(0, 64, value=0, step=1, label="Grow the mask (px)")
         with gr.Column():
-            result, status, task_id, run_button, cancel_button = job_controls()
+            controls = job_controls()
     gr.Examples(EXAMPLES, [editor, mask], label="Try")
-    inputs, outputs = [editor, mask, engine, dilate], [result, task_id, status]
-    run_button.click(
-        object_removal, inputs, outputs, api_name="object_removal", concurrency_limit=None, show_progress_on=result
-    )
-    gr.Button(visible=False).click(
-        submit_object_removal, inputs, task_id, api_name="submit_object_removal", concurrency_limit=None
-    )
-    cancel_button.click(cancel, task_id, status, api_visibility="private")
-    return task_id
+    inputs = [editor, mask, engine, dilate]
+    controls.wire("object_removal", object_removal, submit_object_removal, inputs)
+    return controls.task_id

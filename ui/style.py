@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from jobs import engines, style_presets
-from ui.common import Update, cancel, job_controls, run, submit
+from ui.common import Update, job_controls, run, submit
 
 THUMBNAILS = Path(__file__).resolve().parent.parent / "assets" / "styles"
 EXAMPLES = [["assets/examples/coffee.jpg", "starry-night"], ["assets/examples/astronaut.jpg", "mosaic"]]
@@ -79,7 +79,7 @@ def render() -> gr.Textbox:
                 engine = gr.Radio(list(engines("style_transfer")), value="fast", label="Engine")
             preserve = gr.Checkbox(label="Keep the photo's colours")
         with gr.Column():
-            result, status, task_id, run_button, cancel_button = job_controls()
+            controls = job_controls()
     gr.Examples(EXAMPLES, [image, style], label="Try")
 
     def picked(event: gr.SelectData) -> tuple[str, None]:
@@ -88,12 +88,5 @@ def render() -> gr.Textbox:
     gallery.select(picked, None, [style, style_image], api_visibility="private")
     style_image.upload(lambda: "", None, style, api_visibility="private")
     inputs = [image, style, style_image, strength, engine, preserve]
-    outputs = [result, task_id, status]
-    run_button.click(
-        style_transfer, inputs, outputs, api_name="style_transfer", concurrency_limit=None, show_progress_on=result
-    )
-    gr.Button(visible=False).click(
-        submit_style_transfer, inputs, task_id, api_name="submit_style_transfer", concurrency_limit=None
-    )
-    cancel_button.click(cancel, task_id, status, api_visibility="private")
-    return task_id
+    controls.wire("style_transfer", style_transfer, submit_style_transfer, inputs)
+    return controls.task_id
