@@ -15,12 +15,13 @@ from fastapi_offline import FastAPIOffline
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, Field
 
+from access import RequireAuth
 from jobs import JobClient, JobConflict, JobNotFound, ServiceUnavailable, get_client
 from pipelines import OPERATIONS
 from pipelines.base import IMAGE_FIELDS
 from pipelines.style_transfer import STYLE_PRESETS
 from pipelines.validation import InvalidSubmission
-from settings import get_settings
+from settings import Settings, get_settings
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -369,14 +370,21 @@ def unavailable(request: Request | None, exc: Exception) -> JSONResponse:
     )
 
 
-def create_api(client_factory: Any = get_client) -> FastAPI:
-    """The FastAPI app with the REST routes; app.py mounts the Gradio page on it."""
+def create_api(client_factory: Any = get_client, settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app with the REST routes; app.py mounts the Gradio page on it.
+
+    With ATELIER_AUTH or ATELIER_API_TOKENS set, every route but /healthz needs credentials,
+    the mounted page and Gradio API included.
+    """
+    settings = settings or get_settings()
     app = FastAPIOffline(  # Swagger UI and ReDoc served from the package: /docs works offline
         title="Atelier",
         summary="AI image studio: generation, face swap, background and object removal, style transfer",
         version="0.1.0",
     )
     app.include_router(build_router(client_factory))
+    if settings.credentials or settings.tokens:
+        app.add_middleware(RequireAuth, credentials=settings.credentials, tokens=settings.tokens)
     for exc_type in (
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,

@@ -230,7 +230,10 @@ def serve(args: argparse.Namespace) -> None:
                 sys.executable, "-m", "celery", "-A", "tasks", "flower",
                 "--address=127.0.0.1", f"--port={args.flower_port}",
             ]  # fmt: skip
-            env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")
+            if settings.auth:  # the same users as the studio
+                flower.append(f"--basic-auth={settings.auth}")
+            else:
+                env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")
             supervisor.add(Child("flower", flower))
             log.info("Flower on http://127.0.0.1:%d", args.flower_port)
         supervisor.watch()

@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 QUEUES = ("gpu", "cpu")
+PLACEHOLDER_SECRETS = {"changeme", "changethis", "password", "password1", "secret", "admin", "12345678", "atelier"}
 
 
 class Settings(BaseSettings):
@@ -32,6 +33,41 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=1, ge=1)
     # Override the registry's routing, e.g. ATELIER_QUEUES='{"style_transfer": "cpu"}'.
     queues: dict[str, str] = Field(default_factory=dict)
+
+    # Optional access control for the page, the Gradio API and REST alike (and Flower when app.py
+    # starts it): ATELIER_AUTH="user:password,user2:password2"; scripts may use
+    # ATELIER_API_TOKENS="token1,token2" as "Authorization: Bearer <token>".
+    auth: str | None = None
+    api_tokens: str | None = None
+
+    @field_validator("auth")
+    @classmethod
+    def _real_passwords(cls, value: str | None) -> str | None:
+        for entry in (value or "").split(","):
+            if not entry:
+                continue
+            user, _, password = entry.partition(":")
+            if not user or len(password) < 8 or password.lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    f"ATELIER_AUTH entry for {user or '?'!r} needs user:password with a real password of 8+ characters"
+                )
+        return value or None
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _long_tokens(cls, value: str | None) -> str | None:
+        for token in (value or "").split(","):
+            if token and (len(token) < 16 or token.lower() in PLACEHOLDER_SECRETS):
+                raise ValueError("each ATELIER_API_TOKENS token needs 16+ characters (e.g. `openssl rand -hex 24`)")
+        return value or None
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return dict(entry.partition(":")[::2] for entry in (self.auth or "").split(",") if entry)
+
+    @property
+    def tokens(self) -> set[str]:
+        return {token for token in (self.api_tokens or "").split(",") if token}
 
     @field_validator("queues")
     @classmethod

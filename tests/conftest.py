@@ -7,14 +7,17 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.support.stack import RedisServer, Worker
+from tests.support.stack import RedisServer, Worker, wait_until
 
 IMAGES = Path(__file__).parent / "images"
 _tmp = tempfile.TemporaryDirectory(prefix="atelier-tests-")
@@ -84,3 +87,45 @@ def mask(photo: Image.Image) -> Image.Image:
     mask = Image.new("L", photo.size, 0)
     ImageDraw.Draw(mask).ellipse((220, 120, 300, 200), fill=255)
     return mask
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def live_server(workers: dict[str, Worker]) -> Iterator[str]:
+    import gradio as gr
+    import uvicorn
+
+    from api import create_api
+    from app import free_port
+    from ui import CSS, THEME, build_ui
+
+    port = free_port()
+    app = gr.mount_gradio_app(create_api(), build_ui(), path="/", theme=THEME, css=CSS)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 30, what="the live server")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    executable = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -3,7 +3,6 @@ database or server) where they expire, kill or restart things."""
 
 from __future__ import annotations
 
-from tests.e2e.conftest import live_server  # noqa: F401 - the page + REST on a real port
 from tests.integration.conftest import api, busy_cpu  # noqa: F401 - shared fixtures
 from tests.support.operations import register
 

@@ -27,16 +27,17 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
 
 
 class RedisServer:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, password: str | None = None) -> None:
         sys.path.insert(0, str(ROOT))
         from app import free_port, redis_server_binary
 
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         data_dir.mkdir(parents=True, exist_ok=True)
         self.argv = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(data_dir),
                      "--appendonly", "yes", "--save", "", "--loglevel", "warning",
-                     "--logfile", str(data_dir / "redis.log")]  # fmt: skip
+                     "--logfile", str(data_dir / "redis.log"),
+                     *(["--requirepass", password] if password else [])]  # fmt: skip
         self.start()
 
     def start(self) -> None:
