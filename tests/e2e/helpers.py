@@ -57,12 +57,21 @@ def wait_for_result(tab: Locator, timeout: float = 30_000) -> Locator:
 
 
 def upload_to_editor(editor: Locator, path: Path) -> None:
-    """Put a photo into the image editor, checking that it took (the placeholder goes away)."""
-    for _ in range(3):
-        editor.locator("input[type=file]").first.set_input_files(str(path))
+    """Put a photo into the image editor the way a person does (its Upload button and the file
+    chooser), checking that it took: the placeholder goes away."""
+    page = editor.page
+    placeholder = editor.get_by_text("Upload an image")
+    expect(placeholder).to_be_visible(timeout=15_000)
+    for _ in range(4):
         try:
-            expect(editor.get_by_text("Upload an image")).to_be_hidden(timeout=5_000)
+            with page.expect_file_chooser(timeout=5_000) as chooser:
+                editor.get_by_role("button", name="Upload", exact=True).first.click()
+            chooser.value.set_files(str(path))
+        except Exception:  # no chooser opened: hand the file to the input directly
+            editor.locator("input[type=file]").first.set_input_files(str(path))
+        try:
+            expect(placeholder).to_be_hidden(timeout=8_000)
             return
         except AssertionError:
-            continue
-    expect(editor.get_by_text("Upload an image")).to_be_hidden(timeout=1_000)
+            page.wait_for_timeout(500)
+    expect(placeholder).to_be_hidden(timeout=1_000)
