@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("atelier")
 ROOT = Path(__file__).resolve().parent
@@ -242,14 +243,21 @@ def serve(args: argparse.Namespace) -> None:
         supervisor.stop()
 
 
-def run_web(host: str, port: int, share: bool = False) -> None:
+def build_app(settings: Any = None) -> Any:
+    """The web app: REST routes and /healthz, with the Gradio page mounted at / (one server)."""
     import gradio as gr
-    import uvicorn
 
     from api import create_api
+    from jobs import get_client
     from ui import CSS, THEME, build_ui
 
-    app = gr.mount_gradio_app(create_api(), build_ui(), path="/", theme=THEME, css=CSS)
+    return gr.mount_gradio_app(create_api(get_client, settings), build_ui(), path="/", theme=THEME, css=CSS)
+
+
+def run_web(host: str, port: int, share: bool = False) -> None:
+    import uvicorn
+
+    app = build_app()
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5))
     if share:
         threading.Thread(target=_share_when_up, args=(server, port), name="share", daemon=True).start()

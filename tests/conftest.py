@@ -9,7 +9,6 @@ import io
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.support.stack import RedisServer, Worker, wait_until
+from tests.support.stack import RedisServer, Worker, serving
 
 IMAGES = Path(__file__).parent / "images"
 _tmp = tempfile.TemporaryDirectory(prefix="atelier-tests-")
@@ -102,22 +101,10 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="session")
 def live_server(workers: dict[str, Worker]) -> Iterator[str]:
-    import gradio as gr
-    import uvicorn
+    from app import build_app
 
-    from api import create_api
-    from app import free_port
-    from ui import CSS, THEME, build_ui
-
-    port = free_port()
-    app = gr.mount_gradio_app(create_api(), build_ui(), path="/", theme=THEME, css=CSS)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, what="the live server")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(build_app()) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

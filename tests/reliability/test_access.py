@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from jobs import JobClient, get_client
+from jobs import JobClient
 from settings import Settings
 from tests.integration.conftest import Api
 from tests.integration.test_jobs import steps_job
-from tests.support.stack import RedisServer, Worker, wait_until
+from tests.support.stack import RedisServer, Worker, serving
 
 USER, PASSWORD, TOKEN = "ana", "correct-horse-battery", "tok-" + "7" * 28
 
@@ -30,23 +29,10 @@ def basic(user: str, password: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def secured(redis_url: str, workers: Any) -> Iterator[str]:
     """The page + REST, as app.py serves them, with ATELIER_AUTH and an API token."""
-    import gradio as gr
-    import uvicorn
+    from app import build_app
 
-    from api import create_api
-    from app import free_port
-    from ui import CSS, THEME, build_ui
-
-    settings = Settings(redis_url=redis_url, auth=f"{USER}:{PASSWORD}", api_tokens=TOKEN)
-    app = gr.mount_gradio_app(create_api(get_client, settings), build_ui(), path="/", theme=THEME, css=CSS)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, what="the secured server")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(build_app(Settings(redis_url=redis_url, auth=f"{USER}:{PASSWORD}", api_tokens=TOKEN))) as url:
+        yield url
 
 
 def test_rest_needs_credentials_but_health_does_not(secured: str) -> None:
