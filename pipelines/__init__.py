@@ -21,12 +21,4 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
-def get_operation(name: str) -> Operation:
-    """The operation called ``name``; ``ValueError`` naming the available ones otherwise."""
-    try:
-        return OPERATIONS[name]
-    except KeyError:
-        raise ValueError(f"Unknown task_type {name!r}; available: {', '.join(OPERATIONS)}") from None
-
-
-__all__ = ["OPERATIONS", "JobInput", "JobOutput", "Operation", "PipelineError", "Progress", "get_operation"]
+__all__ = ["OPERATIONS", "JobInput", "JobOutput", "Operation", "PipelineError", "Progress"]

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 import redis
 
-from jobs import FINISHED, InvalidSubmission, JobNotFound, ServiceUnavailable, get_client
+from jobs import FINISHED, InvalidSubmission, JobConflict, JobNotFound, ServiceUnavailable, get_client
 
 # Poll fast at first (small jobs finish in milliseconds), then back off: progress stays fresh
 # (≤ 0.2 s) without one waiting user costing Redis more than 5 reads a second.
@@ -127,8 +127,8 @@ def cancel(task_id: str) -> str:
         status = get_client().cancel(task_id)
     except JobNotFound:
         return "That task is gone (expired or unknown)"
-    except Exception as exc:  # JobConflict: finished already
-        return f"Not cancelled: {exc}"
+    except JobConflict as exc:  # finished already; its result is kept
+        return f"Not cancelled: the task already finished ({exc.status.status})"
     return "Cancelled" if status.status == "REVOKED" else status.message
 
 

@@ -20,13 +20,17 @@ def _task_id(task_id: str) -> str:
     return task_id
 
 
+def _not_found(task_id: str) -> gr.Error:
+    return error(f"Task not found: {task_id} is unknown or expired.", title="Not found")
+
+
 def task_status(task_id: str) -> dict[str, Any]:
     """A job's status, as GET /api/v1/tasks/{id}/status/ gives it."""
     task_id = _task_id(task_id)
     try:
         return get_client().status(task_id).as_dict()
     except JobNotFound:
-        raise error(f"Task not found: {task_id} is unknown or expired.", title="Not found") from None
+        raise _not_found(task_id) from None
 
 
 def task_result(task_id: str) -> str:
@@ -35,7 +39,7 @@ def task_result(task_id: str) -> str:
     try:
         return save_result(task_id)
     except JobNotFound:
-        raise error(f"Task not found: {task_id} is unknown or expired.", title="Not found") from None
+        raise _not_found(task_id) from None
     except JobConflict as exc:
         raise error(f"No result: the task is {exc.status.status} ({exc.status.message}).", title="Not ready") from None
 
@@ -46,7 +50,7 @@ def cancel_task(task_id: str) -> dict[str, Any]:
     try:
         return get_client().cancel(task_id).as_dict()
     except JobNotFound:
-        raise error(f"Task not found: {task_id} is unknown or expired.", title="Not found") from None
+        raise _not_found(task_id) from None
     except JobConflict as exc:
         raise error(
             f"Task already finished ({exc.status.status}); nothing to cancel, its result is kept.", title="Finished"
