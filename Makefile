@@ -17,6 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$$(grep -m1 '^torch==' requirements.txt | cut -d' ' -f1)"
 	$(PY) -m pip install -q -r requirements-dev.txt
 	@touch $@
 
