@@ -54,6 +54,10 @@ class StatusResponse(BaseModel):
     position: int | None = Field(default=None, description="While PENDING: 1 = next to run")
     eta_seconds: float | None = Field(default=None, description="While PENDING: estimated seconds until it starts")
     updated_at: float | None = Field(default=None, description="While PROCESSING: when the worker published it")
+    preview: str | None = Field(
+        default=None,
+        description="While PROCESSING, for engines that publish one: a small base64 PNG of the work so far",
+    )
 
 
 class JobResult(BaseModel):

@@ -304,24 +304,32 @@ def open_share_link(port: int, timeout: float = 30.0) -> str | None:
     return None
 
 
-def download_models() -> None:
+def download_models() -> int:
+    """Fetch every engine's weights ahead of time; returns the number of operations that failed."""
     from pipelines import OPERATIONS
+    from pipelines.base import PipelineError
+    from settings import get_settings
 
+    print(f"Models folder: {get_settings().models_dir.resolve()}")
     print("The weight-free engines need no download: object_removal (telea), style_transfer (fast).")
-    print(
-        "Engines still to come (no weights to fetch yet):",
-        ", ".join(
-            f"{op.name} ({'/'.join(op.engines)})"
-            for op in OPERATIONS.values()
-            if op.name in ("image_generation", "face_swap", "background_removal")
-        ),
-    )
+    failed = 0
+    for op in OPERATIONS.values():
+        if op.download is None:
+            continue
+        print(f"{op.name}:", flush=True)
+        try:
+            for line in op.download():
+                print(f"  {line}", flush=True)
+        except PipelineError as exc:
+            failed += 1
+            print(f"  failed: {exc}", flush=True)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.command == "download-models":
-        download_models()
+        sys.exit(1 if download_models() else 0)
     else:
         serve(args)
 

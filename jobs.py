@@ -53,13 +53,15 @@ class JobStatus:
     position: int | None = None
     eta_seconds: float | None = None
     updated_at: float | None = None  # when the worker published this progress (Unix time)
+    preview: str | None = None  # while PROCESSING, when the engine publishes one: a small base64 PNG
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if self.position is None:  # queue fields only while queued (eta_seconds may be null then)
             del data["position"], data["eta_seconds"]
-        if self.updated_at is None:
-            del data["updated_at"]
+        for optional in ("updated_at", "preview"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
 
@@ -141,7 +143,14 @@ class JobClient:
         if state == PROCESSING:
             info = info or {}
             progress, message = int(info.get("progress", 0)), str(info.get("message", "Working"))
-            return make(PROCESSING, progress, message, updated_at=info.get("updated_at"))
+            preview = info.get("preview")
+            return make(
+                PROCESSING,
+                progress,
+                message,
+                updated_at=info.get("updated_at"),
+                preview=preview if isinstance(preview, str) else None,
+            )
         if state == "RETRY":
             return make(PROCESSING, 0, f"Retrying: {_failure_message(info)}")
         if state == SUCCESS:

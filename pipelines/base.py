@@ -14,12 +14,16 @@ IMAGE_FIELDS: tuple[ImageField, ...] = ("image", "target_image", "mask", "style_
 
 
 class Progress(Protocol):
-    """``progress(fraction, message)``; raises :class:`JobCancelled` once the job was cancelled."""
+    """``progress(fraction, message, preview=None)``; raises :class:`JobCancelled` once the job was cancelled.
 
-    def __call__(self, fraction: float, message: str) -> None: ...
+    ``preview`` is an optional small image of the work so far (a diffusion step's latents, say);
+    clients see it as ``preview`` in ``/status/`` while the job runs.
+    """
+
+    def __call__(self, fraction: float, message: str, preview: Image.Image | None = None) -> None: ...
 
 
-def no_progress(fraction: float, message: str) -> None:
+def no_progress(fraction: float, message: str, preview: Image.Image | None = None) -> None:
     """A progress callback for plain scripts."""
 
 
@@ -81,6 +85,9 @@ class Operation:
     engines: tuple[str, ...] = ()
     # Cross-field rules that need the decoded images (mask size, style or style_image).
     check: Check = no_checks
+    # ``python app.py download-models``: fetches this operation's weights ahead of time into
+    # ATELIER_MODELS_DIR and returns one line per model saying what is where (None: nothing to fetch).
+    download: Callable[[], list[str]] | None = None
 
     @property
     def image_fields(self) -> tuple[ImageField, ...]:

@@ -113,3 +113,13 @@ def _text_chunk(key: str, value: str) -> tuple[bytes, bytes]:
         return b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")
     except UnicodeEncodeError:  # iTXt: uncompressed UTF-8, no language tag
         return b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8")
+
+
+PREVIEW_SIZE = 256
+
+
+def preview_png(image: Image.Image, size: int = PREVIEW_SIZE) -> str:
+    """A progress preview: ``image`` shrunk to fit ``size`` pixels, as base64 PNG text."""
+    small = image.copy()
+    small.thumbnail((size, size))
+    return base64.b64encode(encode_png(small.convert("RGB"))).decode("ascii")

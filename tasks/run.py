@@ -15,10 +15,11 @@ from typing import Any
 
 from celery import Task, signals
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from PIL import Image
 
 from pipelines import OPERATIONS
 from pipelines.base import JobCancelled, JobInput, PipelineError
-from pipelines.images import ImageRejected, encode_png, open_image
+from pipelines.images import ImageRejected, encode_png, open_image, preview_png
 from pipelines.validation import validate_parameters
 from settings import Settings
 from tasks import app
@@ -36,6 +37,7 @@ from tasks.store import (
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 RECONCILE_EVERY = 5.0
+PROVENANCE_KEYS = ("engine", "model", "seed", "seeds")  # copied from an output's metadata into its PNG
 MAX_ATTEMPTS = 2  # a job whose worker dies is run at most once more
 UNSTARTED_AFTER = 30.0  # seconds a fetched message may wait unstarted before its worker counts as dead
 _main_pid = os.getpid()  # set again by worker_init, in the worker's main process, before the pool forks
@@ -63,7 +65,7 @@ class ProgressReporter:
         self.touched = time.monotonic()
         self.touch_every = min(30.0, store.ttl / 3)  # a running job's keys must not expire under it
 
-    def __call__(self, fraction: float, message: str) -> None:
+    def __call__(self, fraction: float, message: str, preview: Image.Image | None = None) -> None:
         if self.store.is_cancelled(self.job_id):
             raise JobCancelled(self.job_id)
         if time.monotonic() - self.touched > self.touch_every:
@@ -71,7 +73,9 @@ class ProgressReporter:
             self.touched = time.monotonic()
         # Progress never goes backwards, whatever an engine reports.
         self.percent = max(self.percent, round(min(max(fraction, 0.0), 1.0) * 100))
-        meta = {"progress": self.percent, "message": message, "updated_at": time.time()}
+        meta: dict[str, Any] = {"progress": self.percent, "message": message, "updated_at": time.time()}
+        if preview is not None:
+            meta["preview"] = preview_png(preview)
         self.task.update_state(state="PROCESSING", meta=meta)
 
 
@@ -139,6 +143,9 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     provenance = {"Software": "Atelier", "atelier:operation": task_type, "atelier:parameters": all_parameters}
     if output.prompt_used or prompt:
         provenance["atelier:prompt"] = output.prompt_used or prompt
+    for key in PROVENANCE_KEYS:  # how it was made, as the engine reports it
+        if key in output.metadata:
+            provenance[f"atelier:{key}"] = output.metadata[key]
     png = encode_png(output.image, provenance)
     store.finished(job_id)
     earlier = store.claim_outcome(job_id, OUTCOME_SUCCESS)

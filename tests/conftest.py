@@ -21,7 +21,9 @@ from tests.support.stack import RedisServer, Worker, serving
 IMAGES = Path(__file__).parent / "images"
 _tmp = tempfile.TemporaryDirectory(prefix="atelier-tests-")
 os.environ["ATELIER_DATA_DIR"] = str(Path(_tmp.name) / "data")
-os.environ["ATELIER_MODELS_DIR"] = str(Path(_tmp.name) / "models")
+os.environ["ATELIER_MODELS_DIR"] = str(Path(_tmp.name) / "models")  # tiny models are built in here
+# The tiny random diffusers pipeline the generation tests build (tests/support/tiny_diffusion.py).
+os.environ["ATELIER_GENERATION_MODEL"] = str(Path(_tmp.name) / "models" / "tiny-sd")
 _redis = RedisServer(Path(_tmp.name) / "redis")
 os.environ["REDIS_URL"] = _redis.url
 

@@ -160,6 +160,22 @@ def test_progress_is_published_and_monotonic(api: Api) -> None:
     assert all(0 <= status["progress"] <= 100 for status in trace)
 
 
+def test_step_previews_reach_the_status(api: Api) -> None:
+    """An engine's progress preview shows in /status/ as a small base64 PNG, then goes with the run."""
+    big = Image.new("RGB", (640, 320), (200, 30, 90))
+    task_id = api.submit(
+        {"task_type": "test_steps", "image": b64(big), "parameters": {"steps": 40, "delay": 0.05, "preview": True}}
+    )
+    status = api.wait(task_id, states=("PROCESSING",))
+    status = wait_until(lambda: (s := api.status(task_id)).get("preview") and s, 10, what="a preview")
+    preview = Image.open(io.BytesIO(base64.b64decode(status["preview"])))
+    assert preview.format == "PNG" and max(preview.size) <= 256 and preview.size == (256, 128)
+    assert preview.getpixel((5, 5)) == (200, 30, 90)
+    assert "preview" not in api.wait(task_id)  # finished: no preview field
+    plain = api.submit(steps_job(steps=3))
+    assert all("preview" not in status for status in api.trace(plain))
+
+
 def test_cancel_of_a_finished_job_keeps_its_result(api: Api) -> None:
     task_id = api.submit(steps_job(steps=1, delay=0))
     assert api.wait(task_id)["status"] == "SUCCESS"

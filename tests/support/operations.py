@@ -20,6 +20,7 @@ class StepsParameters(Parameters):
     delay: float = Field(default=0.1, ge=0, le=10)
     fail: bool = False
     crash: bool = False
+    preview: bool = False  # publish the input as each step's preview
 
 
 def executions_key(job_id: str) -> str:
@@ -31,7 +32,8 @@ def run_steps(job: JobInput, progress: Progress) -> JobOutput:
     marker = job.prompt or "unnamed"
     connect(get_settings().broker_url).incr(executions_key(marker))
     for step in range(params.steps):
-        progress(step / params.steps, f"Step {step + 1}/{params.steps}")
+        preview = job.images["image"] if params.preview else None
+        progress(step / params.steps, f"Step {step + 1}/{params.steps}", preview)
         time.sleep(params.delay)
     if params.fail:
         raise PipelineError("Asked to fail")
