@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from access import RequireAuth
 from jobs import JobClient, JobConflict, JobNotFound, ServiceUnavailable, get_client
@@ -243,7 +244,8 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
         except BodyError as exc:
             return exc.response
         try:
-            status = client().submit(fields, files)
+            # Validation decodes some images: off the event loop, so other requests are not held up.
+            status = await run_in_threadpool(client().submit, fields, files)
         except InvalidSubmission as exc:
             return invalid(exc.details)
         return JSONResponse(

@@ -338,19 +338,29 @@ def warm_start(base_url: str, app: psutil.Process, n: int) -> None:
     )
 
 
+SECTIONS = ("round-trip", "throughput", "transport", "freshness", "warm-start")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200, help="jobs per round-trip row")
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these tables (repeatable)")
     args = parser.parse_args()
+    only = set(args.only or SECTIONS)
     print(f"Atelier benchmark — {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
           f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
     with stack() as (base_url, redis_url, app):
         os.environ["REDIS_URL"] = redis_url
-        round_trip(base_url, redis_url, args.n)
-        throughput(base_url, redis_url, max(40, args.n // 2))
-        transport(base_url, redis_url)
-        freshness(base_url, max(10, args.n // 10))
-        warm_start(base_url, app, 100)
+        if "round-trip" in only:
+            round_trip(base_url, redis_url, args.n)
+        if "throughput" in only:
+            throughput(base_url, redis_url, max(40, args.n // 2))
+        if "transport" in only:
+            transport(base_url, redis_url)
+        if "freshness" in only:
+            freshness(base_url, max(10, args.n // 10))
+        if "warm-start" in only:
+            warm_start(base_url, app, 100)
 
 
 if __name__ == "__main__":

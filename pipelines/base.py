@@ -85,6 +85,9 @@ class Operation:
     engines: tuple[str, ...] = ()
     # Cross-field rules that need the decoded images (mask size, style or style_image).
     check: Check = no_checks
+    # The image fields whose pixels ``check`` reads: decoded on submit. The others are only checked
+    # there for format, size and completeness (``check`` may read their ``.size``, not their pixels).
+    check_reads: tuple[ImageField, ...] = ()
     # ``python app.py download-models``: fetches this operation's weights ahead of time into
     # ATELIER_MODELS_DIR and returns one line per model saying what is where (None: nothing to fetch).
     download: Callable[[], list[str]] | None = None

@@ -129,7 +129,8 @@ def validate_submission(
                 value = decode_base64(value)
             elif not isinstance(value, bytes):
                 raise ImageRejected("must be a base64 string or an uploaded file")
-            images[name] = open_image(value, max_pixels)
+            # Pixels are decoded here only where the operation's check reads them; the worker decodes the rest.
+            images[name] = open_image(value, max_pixels, decode=name in operation.check_reads)
             image_bytes[name] = value
         except ImageRejected as exc:
             _add(details, name, f"{name} {exc}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.images import encode_png
+from pipelines.images import ImageRejected, encode_png, open_image
 
 RNG = np.random.default_rng(7)
 
@@ -39,3 +39,31 @@ def test_a_photo_compresses_about_as_well_as_pillow(photo: Image.Image) -> None:
     buffer = io.BytesIO()
     photo.save(buffer, "PNG", compress_level=1)
     assert ours < 1.15 * len(buffer.getvalue())
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_the_web_side_finds_every_truncation_without_decoding(fmt: str, photo: Image.Image) -> None:
+    """decode=False: header and end-marker checks only, yet no cut of the file gets through."""
+    buffer = io.BytesIO()
+    photo.resize((120, 80)).save(buffer, fmt)
+    data = buffer.getvalue()
+    lazy = open_image(data, 10**6, decode=False)
+    assert lazy.size == (120, 80) and lazy.format == fmt
+    missed = []
+    for cut in range(len(data) // 4, len(data)):
+        try:
+            open_image(data[:cut], 10**6, decode=False)
+            missed.append(cut)
+        except ImageRejected as exc:
+            assert str(exc) in ("is truncated or corrupt", "could not be decoded as an image (use PNG, JPEG or WebP)")
+    assert missed == []
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_an_exif_rotated_upload_has_the_size_the_user_sees(fmt: str, photo: Image.Image) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° on display
+    buffer = io.BytesIO()
+    photo.resize((120, 80)).save(buffer, fmt, exif=exif)
+    assert open_image(buffer.getvalue(), 10**6, decode=False).size == (80, 120)
+    assert open_image(buffer.getvalue(), 10**6).size == (80, 120)
