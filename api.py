@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from access import RequireAuth
-from jobs import JobClient, JobConflict, JobNotFound, ServiceUnavailable, get_client
+from jobs import JobClient, JobConflict, JobNotFound, RateLimited, ServiceUnavailable, get_client
 from pipelines import OPERATIONS
 from pipelines.base import IMAGE_FIELDS
 from pipelines.style_transfer import STYLE_PRESETS
@@ -86,6 +86,7 @@ class ErrorResponse(BaseModel):
     details: dict[str, list[str]] | None = None
     status: str | None = None
     task_id: str | None = None
+    retry_after: int | None = Field(default=None, description="429: seconds until the client may submit again")
 
 
 class QueueHealth(BaseModel):
@@ -112,9 +113,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def error(status_code: int, error: str, **extra: Any) -> JSONResponse:
+def error(status_code: int, error: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     body = {"error": error, **{key: value for key, value in extra.items() if value is not None}}
-    return JSONResponse(body, status_code=status_code)
+    return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 def not_found(task_id: str) -> JSONResponse:
@@ -213,6 +214,7 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
             400: {"model": ErrorResponse, "description": "Invalid input; details name each field"},
             413: {"model": ErrorResponse},
             415: {"model": ErrorResponse},
+            429: {"model": ErrorResponse, "description": "Over ATELIER_RATE_LIMIT; see the Retry-After header"},
             503: ERRORS[503],
         },
         openapi_extra={
@@ -239,6 +241,16 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
     )
     async def submit_task(request: Request) -> Any:
         """Submit a job. JSON with base64 images, or multipart with image files."""
+        try:  # before reading the body: a client over its limit costs one Redis call
+            client().admit(request.headers, request.client.host if request.client else None)
+        except RateLimited as exc:
+            return error(
+                429,
+                "Too many requests",
+                message=str(exc),
+                retry_after=exc.retry_after,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
         try:
             fields, files = await parse_submission(request)
         except BodyError as exc:

@@ -258,7 +258,11 @@ def run_web(host: str, port: int, share: bool = False) -> None:
     import uvicorn
 
     app = build_app()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5))
+    # proxy_headers=False: X-Forwarded-For is trusted only per ATELIER_TRUSTED_PROXIES (jobs.requester).
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5, proxy_headers=False
+    )
+    server = uvicorn.Server(config)
     if share:
         threading.Thread(target=_share_when_up, args=(server, port), name="share", daemon=True).start()
     log.info("Atelier on http://%s:%d (API docs at /docs)", host, port)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -17,7 +21,16 @@ from settings import QUEUES, Settings, get_settings
 from tasks.celery_app import TASK_NAME, make_celery, queue_for
 from tasks.store import OUTCOME_REVOKED, JobStore, connect
 
-__all__ = ["InvalidSubmission", "JobClient", "JobConflict", "JobNotFound", "JobStatus", "ServiceUnavailable"]
+__all__ = [
+    "InvalidSubmission",
+    "JobClient",
+    "JobConflict",
+    "JobNotFound",
+    "JobStatus",
+    "RateLimited",
+    "ServiceUnavailable",
+    "requester",
+]
 
 PENDING, PROCESSING, SUCCESS, FAILURE, REVOKED = "PENDING", "PROCESSING", "SUCCESS", "FAILURE", "REVOKED"
 FINISHED = (SUCCESS, FAILURE, REVOKED)
@@ -29,6 +42,14 @@ class JobNotFound(LookupError):
 
 class ServiceUnavailable(RuntimeError):
     """Redis (or the broker) cannot be reached."""
+
+
+class RateLimited(RuntimeError):
+    """Too many submissions from one client; ``retry_after`` seconds until its window resets."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class JobConflict(RuntimeError):
@@ -65,6 +86,24 @@ class JobStatus:
         return data
 
 
+def requester(headers: Mapping[str, str], peer: str | None, settings: Settings) -> str:
+    """Who a submission counts against: the user or API token when access control is on (the
+    middleware has checked them by then), else the client's IP address. X-Forwarded-For can be
+    written by anyone, so it is read only with ``trusted_proxies`` set: each trusted proxy appends
+    the address it saw, so the client is that many entries from the right."""
+    scheme, _, value = (headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "basic" and settings.credentials:
+        with contextlib.suppress(ValueError):
+            return "user:" + base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[0]
+    if scheme.lower() == "bearer" and settings.tokens:
+        return "token:" + hashlib.sha256(value.strip().encode()).hexdigest()[:24]  # no secret in a Redis key
+    if settings.trusted_proxies:
+        hops = [hop.strip() for hop in (headers.get("x-forwarded-for") or "").split(",") if hop.strip()]
+        if len(hops) >= settings.trusted_proxies:
+            return "ip:" + hops[-settings.trusted_proxies]
+    return "ip:" + (peer or "unknown")
+
+
 def ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
@@ -87,11 +126,26 @@ class JobClient:
         self.store = JobStore(connect(settings.broker_url), settings.result_ttl)
 
     # -- submit ---------------------------------------------------------------------------
+    def admit(self, headers: Mapping[str, str], peer: str | None) -> None:
+        """Count a submission against its client's rate limit; :class:`RateLimited` when over it."""
+        window = self.settings.rate_window
+        if window is None:
+            return
+        allowed, seconds = window
+        count, left = self.store.count_submission(requester(headers, peer, self.settings), seconds)
+        if count > allowed:
+            retry_after = max(1, math.ceil(left))
+            raise RateLimited(
+                f"Too many submissions: the limit is {self.settings.rate_limit} per client; "
+                f"try again in {retry_after} s",
+                retry_after,
+            )
+
     def submit(self, fields: Mapping[str, Any], files: Mapping[str, bytes] | None = None) -> JobStatus:
         """Validate and enqueue a job; raises ``InvalidSubmission`` with field errors, enqueues nothing then."""
         submission, _ = validate_submission(fields, files or {}, self.settings.max_pixels)
         task_type = submission.operation.name
-        queue = queue_for(task_type, self.settings)
+        queue = queue_for(task_type, self.settings, submission.parameters)
         job_id = str(uuid.uuid4())
         # prompt and parameters are kept so that a job whose worker died can be sent again.
         record = {"prompt": submission.prompt, "sizes": submission.sizes, "parameters": submission.parameters}

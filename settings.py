@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,8 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 QUEUES = ("gpu", "cpu")
+RATE = re.compile(r"(?P<count>\d+)\s*/\s*(?P<every>\d*)\s*(?P<unit>s|sec|second|m|min|minute|h|hour|d|day)s?")
+RATE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 PLACEHOLDER_SECRETS = {"changeme", "changethis", "password", "password1", "secret", "admin", "12345678", "atelier"}
 
 
@@ -25,6 +28,23 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=40_000_000, ge=64 * 64)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     generation_model: str = "stabilityai/sd-turbo"
+    # Diffusion (generation, diffusion style and inpainting share one loaded model). auto: float16
+    # on CUDA, float32 on the CPU. Slicing and CPU offload trade speed for memory on small GPUs.
+    generation_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    attention_slicing: bool = False
+    cpu_offload: bool = False
+    # LaMa (object removal): big-lama.pt, by default models_dir/lama/big-lama.pt; a crop longer
+    # than lama_resize_limit pixels is scaled down for the network and the fill scaled back up.
+    lama_model: Path | None = None
+    lama_resize_limit: int = Field(default=2048, ge=64)
+    # Background removal: the rembg model a job gets when it names none; rembg's weights folder,
+    # by default models_dir/rembg (rembg's own U2NET_HOME, when set, wins).
+    background_model: str = "u2net"
+    rembg_home: Path | None = Field(default=None, validation_alias=AliasChoices("U2NET_HOME", "ATELIER_REMBG_HOME"))
+    # Face swap: insightface's detector + recognizer pack (models_dir/insightface/models/<pack>/)
+    # and the swapper file (models_dir/insightface/<face_swap_model>).
+    face_analysis_pack: str = "buffalo_l"
+    face_swap_model: str = "inswapper_128.onnx"
 
     # A running job gets a SoftTimeLimitExceeded after job_time_limit seconds; the broker
     # redelivers an unacknowledged job after visibility_timeout, so it must be longer.
@@ -39,6 +59,29 @@ class Settings(BaseSettings):
     # ATELIER_API_TOKENS="token1,token2" as "Authorization: Bearer <token>".
     auth: str | None = None
     api_tokens: str | None = None
+    # Submissions per client and window, counted in Redis (shared by every web process):
+    # "120/minute", "10/second", "500/hour", "20/10s"; unset or 0 = no limit. A client is the
+    # logged-in user or API token when access control is on, else its IP address. X-Forwarded-For
+    # is ignored unless TRUSTED_PROXIES says how many reverse proxies in front append to it.
+    rate_limit: str | None = None
+    trusted_proxies: int = Field(default=0, ge=0)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is None or value.strip() in ("", "0"):
+            return None
+        if not RATE.fullmatch(value.strip().lower()):
+            raise ValueError(f"ATELIER_RATE_LIMIT must look like 120/minute, 10/second or 20/10s, got {value!r}")
+        return value.strip().lower()
+
+    @property
+    def rate_window(self) -> tuple[int, int] | None:
+        """(submissions allowed, window in seconds), or None when there is no limit."""
+        match = RATE.fullmatch(self.rate_limit or "")
+        if match is None or int(match["count"]) == 0:
+            return None
+        return int(match["count"]), int(match["every"] or 1) * RATE_UNITS[match["unit"][0]]
 
     @field_validator("auth")
     @classmethod

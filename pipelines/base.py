@@ -88,6 +88,9 @@ class Operation:
     # The image fields whose pixels ``check`` reads: decoded on submit. The others are only checked
     # there for format, size and completeness (``check`` may read their ``.size``, not their pixels).
     check_reads: tuple[ImageField, ...] = ()
+    # Engines that run on another queue than ``queue``: object removal's diffusion engine runs
+    # where the diffusion model is already loaded (the gpu queue), not on the cpu queue.
+    engine_queues: Mapping[str, Literal["gpu", "cpu"]] = field(default_factory=dict)
     # ``python app.py download-models``: fetches this operation's weights ahead of time into
     # ATELIER_MODELS_DIR and returns one line per model saying what is where (None: nothing to fetch).
     download: Callable[[], list[str]] | None = None

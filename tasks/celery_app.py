@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
@@ -12,9 +13,12 @@ from settings import Settings
 TASK_NAME = "atelier.run_operation"
 
 
-def queue_for(task_type: str, settings: Settings) -> str:
-    """The registry's queue for ``task_type``, unless ``ATELIER_QUEUES`` overrides it."""
-    return settings.queues.get(task_type) or OPERATIONS[task_type].queue
+def queue_for(task_type: str, settings: Settings, parameters: Mapping[str, Any] | None = None) -> str:
+    """The registry's queue for ``task_type`` (or for the engine ``parameters`` name, where the
+    operation routes an engine elsewhere), unless ``ATELIER_QUEUES`` overrides it."""
+    operation = OPERATIONS[task_type]
+    engine = str((parameters or {}).get("engine"))
+    return settings.queues.get(task_type) or operation.engine_queues.get(engine) or operation.queue
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -23,7 +27,7 @@ def make_celery(settings: Settings) -> Celery:
 
     def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
         if name == TASK_NAME and kwargs and kwargs.get("task_type") in OPERATIONS:
-            return {"queue": queue_for(kwargs["task_type"], settings)}
+            return {"queue": queue_for(kwargs["task_type"], settings, kwargs.get("parameters"))}
         return None
 
     transport = {

@@ -21,7 +21,7 @@ from pipelines import OPERATIONS
 from pipelines.base import JobCancelled, JobInput, PipelineError
 from pipelines.images import ImageRejected, encode_png, open_image, preview_png
 from pipelines.validation import validate_parameters
-from settings import Settings
+from settings import QUEUES, Settings
 from tasks import app
 from tasks.celery_app import TASK_NAME
 from tasks.store import (
@@ -31,6 +31,7 @@ from tasks.store import (
     RECONCILER_LOCK,
     JobStore,
     connect,
+    job_key,
     output_key,
 )
 
@@ -40,6 +41,10 @@ RECONCILE_EVERY = 5.0
 PROVENANCE_KEYS = ("engine", "model", "seed", "seeds")  # copied from an output's metadata into its PNG
 MAX_ATTEMPTS = 2  # a job whose worker dies is run at most once more
 UNSTARTED_AFTER = 30.0  # seconds a fetched message may wait unstarted before its worker counts as dead
+# A queued job's message may be out of sight for an instant (being published; popped by a worker's
+# BRPOP and not yet in kombu's unacked hash, one function call later). Missing on two looks this
+# far apart, in a job this old, it is lost: Redis handed it to the connection of a worker that died.
+UNSENT_AFTER = 10.0
 _main_pid = os.getpid()  # set again by worker_init, in the worker's main process, before the pool forks
 
 
@@ -207,7 +212,8 @@ def remember_main_pid(**kwargs: Any) -> None:
 
 
 def reconcile(store: JobStore, celery: Any) -> None:
-    """Send again (once) the running jobs whose worker process is gone; fail them the second time."""
+    """Send again (once) the running jobs whose worker process is gone, failing them the second time,
+    and (once) the queued jobs whose message was lost in transit."""
     if not store.redis.set(RECONCILER_LOCK, "1", nx=True, ex=int(RECONCILE_EVERY * 2)):
         return
     for job_id in store.restore_unstarted(UNSTARTED_AFTER):
@@ -230,12 +236,27 @@ def reconcile(store: JobStore, celery: Any) -> None:
         log.warning("Job %s lost its worker %s; sending it again", job_id, record.get("worker"))
         store.requeue(job_id, record["queue"], "retrying after a worker was lost")
         store.redis.delete(celery.backend.get_key_for_task(job_id))  # its stale PROCESSING state
-        kwargs = {
-            "task_type": record["task_type"],
-            "parameters": json.loads(record.get("parameters", "{}")),
-            "prompt": json.loads(record.get("prompt", "null")),
-        }
-        celery.send_task(TASK_NAME, kwargs=kwargs, task_id=job_id, queue=record["queue"])
+        send_again(celery, job_id, record)
+    for job_id in store.find_unsent(QUEUES, UNSENT_AFTER):
+        record = store.record(job_id)
+        if record is None or not store.claim_resend(job_id, "sent again: its message was lost in transit"):
+            continue
+        log.warning("Job %s is queued but its message is nowhere in Redis (lost in transit); sending it again", job_id)
+        try:
+            send_again(celery, job_id, record)
+        except Exception:
+            store.redis.hdel(job_key(job_id), "resent")  # the next pass tries again
+            raise
+
+
+def send_again(celery: Any, job_id: str, record: dict[str, str]) -> None:
+    """Publish the job's message again, rebuilt from its record: same task id, same arguments."""
+    kwargs = {
+        "task_type": record["task_type"],
+        "parameters": json.loads(record.get("parameters", "{}")),
+        "prompt": json.loads(record.get("prompt", "null")),
+    }
+    celery.send_task(TASK_NAME, kwargs=kwargs, task_id=job_id, queue=record["queue"])
 
 
 @signals.worker_ready.connect

@@ -30,6 +30,21 @@ if redis.call('exists', KEYS[1]) == 0 then return 'EXPIRED' end
 if redis.call('hsetnx', KEYS[1], 'outcome', ARGV[1]) == 1 then return '' end
 return redis.call('hget', KEYS[1], 'outcome')
 """
+# A job is sent again once: the first reconciler to set 'resent' (on a live, unfinished record) wins.
+CLAIM_RESEND = """
+if redis.call('exists', KEYS[1]) == 0 or redis.call('hexists', KEYS[1], 'outcome') == 1 then return 0 end
+if redis.call('hsetnx', KEYS[1], 'resent', ARGV[1]) == 0 then return 0 end
+redis.call('hset', KEYS[1], 'note', ARGV[2])
+redis.call('zrem', KEYS[2], ARGV[3])
+return 1
+"""
+# A fixed window per client that opens with its first submission: count, and the ms left in it.
+COUNT_SUBMISSION = """
+local count = redis.call('incr', KEYS[1])
+local left = redis.call('pttl', KEYS[1])
+if left < 0 then redis.call('pexpire', KEYS[1], ARGV[1]); left = tonumber(ARGV[1]) end
+return {count, left}
+"""
 TOUCH = """
 if redis.call('exists', KEYS[1]) == 0 then return 0 end
 redis.call('expire', KEYS[1], ARGV[1])
@@ -56,6 +71,10 @@ def queued_key(queue: str) -> str:
     return f"{PREFIX}:queued:{queue}"
 
 
+def rate_key(client: str) -> str:
+    return f"{PREFIX}:rate:{client}"
+
+
 def runtimes_key(task_type: str) -> str:
     return f"{PREFIX}:runtimes:{task_type}"
 
@@ -67,7 +86,30 @@ def workers_key(queue: str) -> str:
 RUNNING = f"{PREFIX}:running"  # job id → start time, while a worker runs it
 PROCESSES = f"{PREFIX}:worker-processes"  # "host#pid" of each worker main process → last heartbeat
 RECONCILER_LOCK = f"{PREFIX}:reconciler"
+UNSENT = f"{PREFIX}:unsent"  # job id → when the reconciler first found its message nowhere in Redis
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis transport's own keys
+# kombu's Redis transport keeps a queue in one list per priority step: "cpu", "cpu\x06\x163", ...
+PRIORITY_SEP, PRIORITY_STEPS = "\x06\x16", (0, 3, 6, 9)
+
+
+def broker_lists(queue: str) -> list[str]:
+    """The Redis lists kombu keeps ``queue``'s waiting messages in, one per priority step."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
+def message_job_id(message: Any) -> str | None:
+    """The task id of a kombu message (as decoded from JSON), or None if it is not a task message."""
+    if not isinstance(message, dict):
+        return None
+    job_id = (message.get("headers") or {}).get("id") or (message.get("properties") or {}).get("correlation_id")
+    return job_id if isinstance(job_id, str) else None
+
+
+def _decoded(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 @lru_cache(maxsize=8)
@@ -86,6 +128,8 @@ class JobStore:
         self.ttl = ttl
         self._claim = client.register_script(CLAIM_OUTCOME)
         self._touch = client.register_script(TOUCH)
+        self._claim_resend = client.register_script(CLAIM_RESEND)
+        self._count_submission = client.register_script(COUNT_SUBMISSION)
 
     # -- submit ---------------------------------------------------------------------------
     def create(self, job_id: str, task_type: str, queue: str, images: dict[str, bytes], record: dict[str, Any]) -> None:
@@ -105,6 +149,11 @@ class JobStore:
         pipe.zadd(queued_key(queue), {job_id: now})
         pipe.zremrangebyscore(queued_key(queue), "-inf", now - self.ttl)  # jobs that expired queued
         pipe.execute()
+
+    def count_submission(self, client: str, window: int) -> tuple[int, float]:
+        """Count one submission of ``client`` in its current ``window``-second window: (count, seconds left)."""
+        count, left = self._count_submission(keys=[rate_key(client)], args=[window * 1000])
+        return int(count), int(left) / 1000
 
     def delete(self, job_id: str, queue: str) -> None:
         keys = [job_key(job_id), output_key(job_id), *self._input_keys(job_id)]
@@ -225,15 +274,70 @@ class JobStore:
             if raw is None:
                 continue
             message, _exchange, queue = json.loads(raw)
-            job_id = message.get("headers", {}).get("id") or message.get("properties", {}).get("correlation_id")
+            job_id = message_job_id(message)
             if job_id in running or not self.redis.hdel(UNACKED, tag):  # started, or acked meanwhile
                 continue
             pipe = self.redis.pipeline(transaction=True)
             pipe.zrem(UNACKED_INDEX, tag)
             pipe.rpush(queue, json.dumps(message))  # the right end is the next to be fetched
             pipe.execute()
-            restored.append(job_id)
+            restored.append(job_id or tag.decode())
         return restored
+
+    def find_unsent(self, queues: tuple[str, ...], grace: float) -> list[str]:
+        """Queued jobs whose message is nowhere in Redis, now and at least ``grace`` seconds ago.
+
+        Redis can hand a message (BRPOP) to a connection whose worker was just killed: it is then in
+        no queue list and not in ``unacked``, and Celery never sees it again. A healthy message is
+        out of sight only briefly: between ``create`` and the publish, and between the BRPOP and
+        kombu writing it to ``unacked`` (the same function call in the worker). So a job counts as
+        unsent only when it is older than ``grace`` and was missing on two looks ``grace`` apart.
+        """
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            pipe.zrangebyscore(queued_key(queue), "-inf", now - grace)
+        candidates = {job_id.decode() for ids in pipe.execute() for job_id in ids}
+        if not candidates:
+            self.redis.delete(UNSENT)
+            return []
+        # One snapshot of every place a message can be (MULTI/EXEC: nothing moves between the reads).
+        pipe = self.redis.pipeline(transaction=True)
+        for queue in queues:
+            for name in broker_lists(queue):
+                pipe.lrange(name, 0, -1)
+        pipe.hvals(UNACKED)
+        pipe.zrange(RUNNING, 0, -1)
+        *lists, unacked, running = pipe.execute()
+        present = {message_job_id(_decoded(raw)) for items in lists for raw in items}
+        for raw in unacked:  # [message, exchange, routing key]
+            entry = _decoded(raw)
+            present.add(message_job_id(entry[0] if isinstance(entry, list) and entry else None))
+        present |= {job_id.decode() for job_id in running}
+        missing = sorted(candidates - present)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in missing:
+            pipe.hmget(job_key(job_id), "task_type", "outcome")
+        missing = [
+            job_id
+            for job_id, (task_type, outcome) in zip(missing, pipe.execute(), strict=True)
+            if task_type is not None and outcome is None  # an expired or ended job needs no message
+        ]
+        # Only the reconciler (one at a time, under its lock) writes UNSENT: read, then replace.
+        raw_seen = cast(list[tuple[bytes, float]], self.redis.zrange(UNSENT, 0, -1, withscores=True))
+        seen_before = {job_id.decode(): since for job_id, since in raw_seen}
+        first_seen = {job_id: seen_before.get(job_id, now) for job_id in missing}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(UNSENT)
+        if first_seen:
+            pipe.zadd(UNSENT, first_seen)
+            pipe.expire(UNSENT, self.ttl)
+        pipe.execute()
+        return [job_id for job_id, since in first_seen.items() if now - since >= grace]
+
+    def claim_resend(self, job_id: str, note: str) -> bool:
+        """True for the one caller that may publish this job's message again (never twice per job)."""
+        return bool(self._claim_resend(keys=[job_key(job_id), UNSENT], args=[time.time(), note, job_id]))
 
     def live_processes(self) -> set[str]:
         since = time.time() - WORKER_STALE_AFTER

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import tempfile
 import time
@@ -14,7 +15,16 @@ from typing import Any
 import gradio as gr
 import redis
 
-from jobs import FINISHED, InvalidSubmission, JobConflict, JobNotFound, ServiceUnavailable, get_client
+from jobs import (
+    FINISHED,
+    InvalidSubmission,
+    JobClient,
+    JobConflict,
+    JobNotFound,
+    RateLimited,
+    ServiceUnavailable,
+    get_client,
+)
 
 # Poll fast at first (small jobs finish in milliseconds), then back off: progress stays fresh
 # (≤ 0.2 s) without one waiting user costing Redis more than 5 reads a second.
@@ -45,11 +55,27 @@ def submit(task_type: str, *, prompt: str | None = None, images: dict[str, Any],
     if prompt is not None:
         fields["prompt"] = prompt
     try:
+        admit(get_client())
         return get_client().submit(fields, files).task_id
+    except RateLimited as exc:
+        raise gr.Error(str(exc), title="Too many requests") from None
     except InvalidSubmission as exc:
         raise error(explain(exc.details), title="Invalid input") from None
     except (ServiceUnavailable, redis.exceptions.RedisError):
         raise gr.Error(UNREACHABLE, title="Service unavailable") from None
+
+
+def admit(client: JobClient) -> None:
+    """Count a page or Gradio API submission against its client's rate limit, as REST does.
+
+    The tabs' handlers take no ``gr.Request``; Gradio keeps the event's request in a context
+    variable, which ``asyncio.to_thread`` carries into the thread that submits.
+    """
+    from gradio.context import LocalContext
+
+    request = LocalContext.request.get(None)
+    if request is not None:  # None: called from a script, not by a client of the page
+        client.admit(request.headers, request.client.host if request.client else None)
 
 
 def save_result(task_id: str) -> str:
@@ -58,8 +84,9 @@ def save_result(task_id: str) -> str:
     RESULTS.mkdir(exist_ok=True)
     now = time.time()
     for old in RESULTS.glob("*.png"):  # Gradio keeps its own copy; ours only bridges the hand-over
-        if now - old.stat().st_mtime > 3600:
-            old.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # concurrent jobs clean up the same old files
+            if now - old.stat().st_mtime > 3600:
+                old.unlink(missing_ok=True)
     path = RESULTS / f"{task_id}.png"
     path.write_bytes(png)
     return str(path)

@@ -1,0 +1,197 @@
+"""Load: 1,000 jobs from 50 concurrent clients, REST and gradio_client mixed, against ``python app.py``
+(what ``make run`` starts: embedded Redis, one worker per queue, real engines). All succeed, none is
+lost, none runs twice, and Redis is back to its baseline once the (short) result TTL has passed."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from PIL import Image, ImageDraw
+
+from app import free_port
+from tests.conftest import b64
+from tests.support.stack import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+JOBS, CLIENTS, GRADIO_CLIENTS = 1000, 50, 10
+TTL = 15  # at 5 s, ~3% expired unrun: 25 clients per worker make the queue wait longer than that
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+TRANSIENT = {b"atelier:reconciler"}  # a 10 s lock the reconciler takes now and then
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[tuple[str, redis.Redis, Path]]:
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env["ATELIER_DATA_DIR"] = str(tmp_path_factory.mktemp("load-data"))
+    env["ATELIER_RESULT_TTL"] = str(TTL)
+    port = free_port()
+    log_path = artifacts / "app-load.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert process.poll() is None, "app.py exited; see test-artifacts/app-load.log"
+        try:
+            queues = httpx.get(f"{base}/healthz", timeout=5).json()["queues"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            return False
+        return bool(queues["gpu"]["workers"] and queues["cpu"]["workers"])
+
+    try:
+        wait_until(ready, 90, interval=0.3, what="app.py's stack")
+        url = re.search(rb"embedded Redis at (redis://\S+)", log_path.read_bytes())
+        assert url, "app.py did not log its Redis URL"
+        yield base, redis.Redis.from_url(url[1].decode()), log_path
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def images(folder: Path) -> dict[str, Any]:
+    photo = Image.new("RGB", (16, 16), (30, 140, 90))
+    ImageDraw.Draw(photo).line((0, 0, 15, 15), fill=(250, 250, 250))
+    mask = Image.new("L", (16, 16), 0)
+    ImageDraw.Draw(mask).rectangle((6, 6, 9, 9), fill=255)
+    styled = Image.new("RGB", (32, 32), (120, 60, 200))
+    for name, image in (("photo", photo), ("mask", mask), ("styled", styled)):
+        image.save(folder / f"{name}.png")
+    return {
+        "object_removal": {
+            "task_type": "object_removal",
+            "image": b64(photo),
+            "mask": b64(mask),
+            "parameters": {"engine": "telea"},
+        },
+        "style_transfer": {"task_type": "style_transfer", "image": b64(styled), "parameters": {"style": "mosaic"}},
+    }
+
+
+MEMORY = ("used_memory", "used_memory_dataset", "used_memory_peak", "mem_clients_normal")
+
+
+def snapshot(db: redis.Redis) -> tuple[set[bytes], dict[str, int]]:
+    keys = {key for key in db.scan_iter() if key not in TRANSIENT}
+    info = db.info("memory")
+    return keys, {name: int(info.get(name, 0)) for name in MEMORY} | {
+        "clients": int(db.info("clients")["connected_clients"])
+    }
+
+
+def test_a_thousand_jobs_from_fifty_clients(studio: tuple[str, redis.Redis, Path], tmp_path: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    base, db, log_path = studio
+    bodies = images(tmp_path)
+    editor = {"background": handle_file(str(tmp_path / "photo.png")), "layers": [], "composite": None}
+    gradio_inputs = {
+        "object_removal": [editor, handle_file(str(tmp_path / "mask.png")), "telea", 0],
+        "style_transfer": [handle_file(str(tmp_path / "styled.png")), "mosaic", None, 0.8, "fast", False],
+    }
+    # Warm up (models load once per worker), let it expire, then measure the baseline.
+    with httpx.Client(base_url=base, timeout=30) as http:
+        for body in bodies.values():
+            task_id = http.post("/api/v1/tasks/submit/", json=body).json()["task_id"]
+            wait_until(lambda t=task_id: http.get(f"/api/v1/tasks/{t}/status/").json()["status"] == "SUCCESS", 60)
+    wait_until(lambda: not list(db.scan_iter("atelier:job:*")), TTL + 30, interval=0.5, what="warm-up expiry")
+    time.sleep(1)
+    baseline_keys, baseline_memory = snapshot(db)
+
+    lock = threading.Lock()
+    next_job = iter(range(JOBS))
+    outcomes: dict[str, dict[str, Any]] = {}  # task id → what its client saw
+    errors: list[str] = []
+
+    def take() -> int | None:
+        with lock:
+            return next(next_job, None)
+
+    def rest_client() -> None:
+        with httpx.Client(base_url=base, timeout=60) as http:
+            while (n := take()) is not None:
+                task_type = ("object_removal", "style_transfer")[n % 2]
+                try:
+                    response = http.post("/api/v1/tasks/submit/", json=bodies[task_type])
+                    assert response.status_code == 202, response.text
+                    task_id = response.json()["task_id"]
+                    while (status := http.get(f"/api/v1/tasks/{task_id}/status/").json())["status"] not in (
+                        "SUCCESS", "FAILURE", "REVOKED",
+                    ):  # fmt: skip
+                        time.sleep(0.02)
+                    attempts = db.hget(f"atelier:job:{task_id}", "attempts")
+                    png = http.get(f"/api/v1/tasks/{task_id}/result/?format=png")
+                    outcomes[task_id] = {
+                        "via": "rest", "status": status["status"], "attempts": attempts,
+                        "png": png.status_code == 200 and png.content.startswith(b"\x89PNG"),
+                    }  # fmt: skip
+                except Exception as exc:
+                    errors.append(f"rest job {n}: {exc!r}")
+
+    def gradio_client() -> None:
+        client = Client(base, verbose=False)
+        while (n := take()) is not None:
+            task_type = ("object_removal", "style_transfer")[n % 2]
+            try:
+                image, task_id, message = client.predict(*gradio_inputs[task_type], api_name=f"/{task_type}")
+                attempts = db.hget(f"atelier:job:{task_id}", "attempts")
+                outcomes[task_id] = {
+                    "via": "gradio", "status": "SUCCESS" if message == "Done" else message, "attempts": attempts,
+                    "png": bool(image) and Image.open(image).size in ((16, 16), (32, 32)),
+                }  # fmt: skip
+            except Exception as exc:
+                errors.append(f"gradio job {n}: {exc!r}")
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        futures = [pool.submit(gradio_client) for _ in range(GRADIO_CLIENTS)]
+        futures += [pool.submit(rest_client) for _ in range(CLIENTS - GRADIO_CLIENTS)]
+        for future in futures:
+            future.result()
+    duration = time.monotonic() - started
+
+    ids = set(outcomes)
+    log_text = log_path.read_text(errors="replace")
+    received = Counter(re.findall(rf"run_operation\[({UUID})\] received", log_text))
+    succeeded = Counter(re.findall(rf"run_operation\[({UUID})\] succeeded", log_text))
+    print(
+        f"\n{JOBS} jobs, {CLIENTS} clients ({GRADIO_CLIENTS} gradio_client): {duration:.1f} s, "
+        f"{JOBS / duration:.1f} jobs/s; via {Counter(o['via'] for o in outcomes.values())}"
+    )
+    assert errors == [], errors[:5]
+    assert len(ids) == JOBS  # every job got its own id and an answer
+    assert Counter(o["status"] for o in outcomes.values()) == {"SUCCESS": JOBS}  # none lost or failed
+    assert all(o["png"] for o in outcomes.values())
+    assert Counter(o["attempts"] for o in outcomes.values()) == {b"1": JOBS}  # each started once
+    assert all(received[t] == 1 and succeeded[t] == 1 for t in ids)  # each delivered and run once
+
+    def back_to_baseline() -> bool:
+        return snapshot(db)[0] == baseline_keys
+
+    wait_until(back_to_baseline, TTL + 60, interval=0.5, what="Redis to drop every job's keys")
+    time.sleep(1)
+    keys, memory = snapshot(db)
+    print(f"Redis memory: baseline {baseline_memory}, after expiry {memory}")
+    assert keys == baseline_keys
+    # The data is back to its baseline; what stays is the web process's larger connection pools
+    # (one connection per client thread that was busy at once), counted in mem_clients_normal.
+    assert memory["used_memory_dataset"] < baseline_memory["used_memory_dataset"] + 512 * 1024
