@@ -1,17 +1,34 @@
-"""Remove the background with rembg (the engine arrives with the rembg issue)."""
+"""Remove the background with rembg: one cached session per model per worker process.
+
+Weights live in rembg's home, by default ATELIER_MODELS_DIR/rembg (U2NET_HOME, when set, wins).
+"""
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
 from pydantic import Field, field_validator
 
-from pipelines.base import JobInput, JobOutput, ModelUnavailable, Operation, Parameters, Progress
+from pipelines.base import JobInput, JobOutput, ModelUnavailable, Operation, Parameters, PipelineError, Progress
+from pipelines.models import load_counts, load_once, resolve_device
+from settings import get_settings
 
-# rembg's session names (rembg/sessions/__init__.py); checked here so a typo is a 400, not a failed job.
+# rembg 2.0.86's local, single-mask sessions (rembg/sessions/__init__.py), checked here so a typo
+# is a 400, not a failed job. Left out: the remote ones needing credentials (withoutbg,
+# atlascloud), the *_custom ones needing a model_path, sam (needs prompt points),
+# u2net_cloth_seg (three clothing masks stacked, not a cut-out) and birefnet-general-fp16
+# (converts on first use with onnxconverter-common, not installed). Each reads `<name>.onnx`.
+# The default, u2net, is Apache-2.0 and the fastest general model on a CPU (320×320 input);
+# isnet-general-use (Apache-2.0) has finer edges and birefnet-* (MIT) the best quality, at
+# several times the time. bria-rmbg (rembg's own default) is CC BY-NC 4.0: not for commercial use.
 REMBG_MODELS = (
     "u2net",
     "u2netp",
     "u2net_human_seg",
-    "u2net_cloth_seg",
     "silueta",
     "isnet-general-use",
     "isnet-anime",
@@ -22,20 +39,21 @@ REMBG_MODELS = (
     "birefnet-hrsod",
     "birefnet-cod",
     "birefnet-massive",
+    "bria-rmbg",
 )
 
 
 class BackgroundRemovalParameters(Parameters):
-    model: str = Field(default="u2net", description="A rembg session name")
-    alpha_matting: bool = False
+    model: str | None = Field(default=None, description="A rembg model name; default ATELIER_BACKGROUND_MODEL (u2net)")
+    alpha_matting: bool = Field(default=False, description="Refine soft edges (hair) with alpha matting; slower")
     bgcolor: tuple[int, int, int, int] | None = Field(default=None, description="RGBA fill, 0-255 each")
-    only_mask: bool = False
-    post_process_mask: bool = False
+    only_mask: bool = Field(default=False, description="Return the mask (white = subject) instead of the cut-out")
+    post_process_mask: bool = Field(default=False, description="Smooth the mask's edges")
 
     @field_validator("model")
     @classmethod
-    def _known_model(cls, value: str) -> str:
-        if value not in REMBG_MODELS:
+    def _known_model(cls, value: str | None) -> str | None:
+        if value is not None and value not in REMBG_MODELS:
             raise ValueError(f"Unknown model {value!r}; available: {', '.join(REMBG_MODELS)}")
         return value
 
@@ -47,9 +65,142 @@ class BackgroundRemovalParameters(Parameters):
         return value
 
 
+def rembg_home() -> Path:
+    settings = get_settings()
+    return settings.rembg_home or settings.models_dir / "rembg"
+
+
+def default_model() -> str:
+    model = get_settings().background_model
+    if model not in REMBG_MODELS:
+        raise PipelineError(f"ATELIER_BACKGROUND_MODEL is {model!r}; available: {', '.join(REMBG_MODELS)}")
+    return model
+
+
+def model_file(model: str, home: Path) -> Path | None:
+    """Where rembg would find ``model``'s weights (its own folder, then the flat layout), or None."""
+    for path in (home / "models" / model / f"{model}.onnx", home / f"{model}.onnx"):
+        if path.is_file():
+            return path
+    return None
+
+
+def require_model(model: str, home: Path) -> Path:
+    """The weights' path; raises :class:`ModelUnavailable` at once instead of letting rembg download."""
+    path = model_file(model, home)
+    if path is None:
+        wanted = home / "models" / model / f"{model}.onnx"
+        raise ModelUnavailable(
+            f"Background model {model!r} is not downloaded: {model}.onnx is not at {wanted} "
+            f"(nor {home / f'{model}.onnx'}). "
+            f"Run `ATELIER_BACKGROUND_MODEL={model} python app.py download-models`, or put the file there "
+            "(rembg's releases: https://github.com/danielgatis/rembg/releases)."
+        )
+    return path
+
+
+def providers() -> list[str]:
+    if resolve_device(get_settings().device) == "cuda":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _point_rembg_home() -> Path:
+    # rembg reads U2NET_HOME itself, deep inside its session classes; this is the one place we set it.
+    home = rembg_home()
+    os.environ["U2NET_HOME"] = str(home)
+    return home
+
+
+def load_session(model: str) -> Any:
+    """A rembg session for ``model`` from the local weights (never a download)."""
+    require_model(model, _point_rembg_home())
+    import rembg
+
+    return rembg.new_session(model, providers=providers())
+
+
 def remove_background(job: JobInput, progress: Progress) -> JobOutput:
-    """Cut the subject of ``image`` out onto transparency (or ``bgcolor``)."""
-    raise ModelUnavailable("Background removal has no engine in this build yet (rembg is not installed).")
+    """Cut the subject of ``image`` out onto transparency (or ``bgcolor``), or return its mask."""
+    params: BackgroundRemovalParameters = job.parameters
+    model = params.model or default_model()
+    progress(0.05, f"Loading background model {model}")
+    started = time.perf_counter()
+    session = load_once(f"rembg:{model}", lambda: load_session(model))
+    loaded = time.perf_counter()
+
+    import numpy as np
+    import rembg
+
+    if params.only_mask:
+        next_step = "Post-processing the mask" if params.post_process_mask else "Mask ready"
+    else:
+        next_step = "Refining edges with alpha matting" if params.alpha_matting else "Composing the cut-out"
+    reporting = _ReportingSession(session, progress, model, next_step)
+    result = rembg.remove(
+        job.images["image"].convert("RGB"),
+        session=reporting,
+        alpha_matting=params.alpha_matting,
+        bgcolor=params.bgcolor,
+        only_mask=params.only_mask,
+        post_process_mask=params.post_process_mask,
+    )
+    if not isinstance(result, Image.Image) or reporting.mask is None:
+        raise PipelineError(f"rembg returned {type(result).__name__} for model {model!r}, not an image")
+    if not params.only_mask:
+        result = result.convert("RGBA")
+    progress(1.0, "Background removed")
+    return JobOutput(
+        image=result,
+        metadata={
+            "engine": "rembg",
+            "model": model,
+            "foreground_fraction": round(float(np.asarray(reporting.mask).mean()) / 255, 4),
+            "model_loads_in_process": load_counts[f"rembg:{model}"],
+            "timings": {
+                "load": round(loaded - started, 4),
+                "infer": round(reporting.inferred - loaded, 4),
+                "compose": round(time.perf_counter() - reporting.inferred, 4),
+            },
+        },
+    )
+
+
+class _ReportingSession:
+    """Wraps a rembg session so progress can tell inference from composing inside ``rembg.remove``."""
+
+    def __init__(self, session: Any, progress: Progress, model: str, next_step: str) -> None:
+        self.session, self.progress, self.model, self.next_step = session, progress, model, next_step
+        self.mask: Image.Image | None = None
+        self.inferred = time.perf_counter()
+
+    def predict(self, image: Image.Image, *args: Any, **kwargs: Any) -> list[Image.Image]:
+        self.progress(0.2, f"Finding the subject ({self.model})")
+        masks: list[Image.Image] = self.session.predict(image, *args, **kwargs)
+        if len(masks) != 1:
+            raise PipelineError(f"Model {self.model!r} gave {len(masks)} masks; background removal needs one")
+        self.mask, self.inferred = masks[0], time.perf_counter()
+        self.progress(0.7, self.next_step)
+        return masks
+
+
+def download() -> list[str]:
+    """Fetch the default background model with rembg's own downloader."""
+    model = default_model()
+    home = _point_rembg_home()
+    existing = model_file(model, home)
+    if existing is not None:
+        return [f"{model}: {existing} (already there)"]
+    from rembg.sessions import sessions
+
+    try:
+        path = sessions[model].download_models()
+    except Exception as exc:  # pooch raises requests' errors, ValueError on a bad hash, ...
+        raise PipelineError(
+            f"could not download {model}.onnx into {home} ({type(exc).__name__}: {str(exc)[:200]}); "
+            "check the network or put the file there by hand"
+        ) from None
+    return [f"{model}: {path}"]
 
 
 OPERATION = Operation(
@@ -60,4 +211,5 @@ OPERATION = Operation(
     run=remove_background,
     required_images=("image",),
     engines=("rembg",),
+    download=download,
 )

@@ -1,10 +1,34 @@
-"""Swap faces with insightface (the engine arrives with the face-swap issue)."""
+"""Swap faces with insightface: a detector + recognizer pack (buffalo_l) and the inswapper model.
+
+Layout under ATELIER_MODELS_DIR/insightface: ``models/<pack>/*.onnx`` (what FaceAnalysis reads;
+``python app.py download-models`` fetches it) and ``inswapper_128.onnx``, which insightface no
+longer distributes: it has to be fetched by hand. Both are licensed for non-commercial research.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from PIL import Image
 from pydantic import Field
 
-from pipelines.base import JobInput, JobOutput, ModelUnavailable, Operation, Parameters, Progress
+from pipelines.base import JobInput, JobOutput, ModelUnavailable, Operation, Parameters, PipelineError, Progress
+from pipelines.models import load_counts, load_once, resolve_device
+from settings import get_settings
+
+log = logging.getLogger(__name__)
+
+# The files FaceAnalysis needs from a known pack (detector, recognizer); other packs: any *.onnx.
+PACK_FILES = {"buffalo_l": ("det_10g.onnx", "w600k_r50.onnx"), "buffalo_s": ("det_500m.onnx", "w600k_mbf.onnx")}
+SWAPPER_SOURCE = "https://huggingface.co/ezioruan/inswapper_128.onnx (one of its Hugging Face mirrors)"
+DETECTION_SIZE = (640, 640)
 
 
 class FaceSwapParameters(Parameters):
@@ -13,9 +37,204 @@ class FaceSwapParameters(Parameters):
     )
 
 
+def insightface_root() -> Path:
+    return get_settings().models_dir / "insightface"
+
+
+def missing_pack_files(root: Path, pack: str) -> list[Path]:
+    pack_dir = root / "models" / pack
+    if pack in PACK_FILES:
+        return [pack_dir / name for name in PACK_FILES[pack] if not (pack_dir / name).is_file()]
+    return [] if any(pack_dir.glob("*.onnx")) else [pack_dir / "*.onnx"]
+
+
+def missing_files(root: Path, pack: str, swapper: str) -> list[Path]:
+    """The model files face swap needs that are not under ``root`` (checked before insightface runs,
+    which would otherwise try to download the pack and fail slowly offline)."""
+    missing = missing_pack_files(root, pack)
+    if not (root / swapper).is_file():
+        missing.append(root / swapper)
+    return missing
+
+
+def require_models(root: Path, pack: str, swapper: str) -> None:
+    missing = missing_files(root, pack, swapper)
+    if not missing:
+        return
+    advice = []
+    if missing_pack_files(root, pack):
+        advice.append(f"the {pack} pack: run `python app.py download-models` (insightface fetches it)")
+    if root / swapper in missing:
+        advice.append(
+            f"{swapper}: insightface cannot download it; get it from {SWAPPER_SOURCE} and put it at {root / swapper}"
+        )
+    raise ModelUnavailable(
+        f"Face swap needs model files that are missing: {', '.join(str(path) for path in missing)}. "
+        f"To get them: {'; '.join(advice)}."
+    )
+
+
+def providers() -> list[str]:
+    if resolve_device(get_settings().device) == "cuda":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    # insightface prints every model it finds; keep that out of the worker's log unless debugging.
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield
+    if buffer.getvalue():
+        log.debug("insightface: %s", buffer.getvalue().strip())
+
+
+def load_analysis() -> Any:
+    settings = get_settings()
+    root = insightface_root()
+    require_models(root, settings.face_analysis_pack, settings.face_swap_model)
+    from insightface.app import FaceAnalysis
+
+    with _quiet():
+        analysis = FaceAnalysis(
+            name=settings.face_analysis_pack,
+            root=str(root),
+            allowed_modules=["detection", "recognition"],  # landmarks, age and gender are not needed
+            providers=providers(),
+        )
+        analysis.prepare(ctx_id=0 if "CUDAExecutionProvider" in providers() else -1, det_size=DETECTION_SIZE)
+    return analysis
+
+
+def load_swapper() -> Any:
+    settings = get_settings()
+    root = insightface_root()
+    require_models(root, settings.face_analysis_pack, settings.face_swap_model)
+    from insightface.model_zoo import get_model
+
+    with _quiet():
+        swapper = get_model(str(root / settings.face_swap_model), providers=providers())
+    if swapper is None or type(swapper).__name__ != "INSwapper":
+        raise ModelUnavailable(
+            f"{root / settings.face_swap_model} is not an inswapper model (insightface routed it elsewhere)"
+        )
+    return swapper
+
+
+def _area(face: Any) -> float:
+    x1, y1, x2, y2 = face.bbox[:4]
+    return float((x2 - x1) * (y2 - y1))
+
+
+def _box(face: Any) -> list[int]:
+    return [round(float(value)) for value in face.bbox[:4]]
+
+
+def _faces(word: str, count: int) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def swap_faces(job: JobInput, progress: Progress) -> JobOutput:
-    """Put the largest face of ``image`` onto the faces of ``target_image``."""
-    raise ModelUnavailable("Face swap has no engine in this build yet (insightface is not installed).")
+    """Put the largest face of ``image`` onto the faces of ``target_image`` (all, or ``face_index``)."""
+    params: FaceSwapParameters = job.parameters
+    progress(0.02, "Loading face models")
+    started = time.perf_counter()
+    analysis = load_once("face_swap:analysis", load_analysis)
+    swapper = load_once("face_swap:inswapper", load_swapper)
+    loaded = time.perf_counter()
+
+    target_image = job.images["target_image"]
+    source_bgr = np.ascontiguousarray(np.asarray(job.images["image"].convert("RGB"))[:, :, ::-1])
+    target_bgr = np.ascontiguousarray(np.asarray(target_image.convert("RGB"))[:, :, ::-1])
+    progress(0.1, "Finding the source face")
+    source_faces = analysis.get(source_bgr)
+    if not source_faces:
+        raise PipelineError("No face found in the source image")
+    source = max(source_faces, key=_area)
+    progress(0.25, "Finding the faces in the target image")
+    target_faces = sorted(analysis.get(target_bgr), key=lambda face: float(face.bbox[0]))  # left to right
+    if not target_faces:
+        raise PipelineError("No face found in the target image")
+    if params.face_index is not None and params.face_index >= len(target_faces):
+        raise PipelineError(
+            f"face_index {params.face_index} but the target image has "
+            f"{_faces('face', len(target_faces))} ({'0' if len(target_faces) == 1 else f'0-{len(target_faces) - 1}'})"
+        )
+    chosen = target_faces if params.face_index is None else [target_faces[params.face_index]]
+    detected = time.perf_counter()
+
+    result = target_bgr.copy()
+    for number, face in enumerate(chosen, start=1):
+        progress(0.3 + 0.65 * (number - 1) / len(chosen), f"Swapping face {number}/{len(chosen)}")
+        swap_one(swapper, result, face, source)
+    output = Image.fromarray(np.ascontiguousarray(result[:, :, ::-1]))
+    if target_image.mode in ("RGBA", "LA"):
+        output.putalpha(target_image.getchannel("A"))
+    progress(1.0, f"Swapped {_faces('face', len(chosen))}")
+    return JobOutput(
+        image=output,
+        metadata={
+            "engine": "insightface",
+            "model": get_settings().face_swap_model,
+            "pack": get_settings().face_analysis_pack,
+            "faces_found": len(target_faces),
+            "faces_swapped": len(chosen),
+            "face_index": params.face_index,
+            "source_face": _box(source),
+            "target_faces": [_box(face) for face in target_faces],
+            "device": "cuda" if "CUDAExecutionProvider" in providers() else "cpu",
+            "model_loads_in_process": load_counts["face_swap:analysis"],
+            "timings": {
+                "load": round(loaded - started, 4),
+                "detect": round(detected - loaded, 4),
+                "swap": round(time.perf_counter() - detected, 4),
+            },
+        },
+    )
+
+
+def swap_one(swapper: Any, image: np.ndarray, face: Any, source: Any) -> None:
+    """Swap one face of ``image`` (BGR) in place, working on the face's neighbourhood only.
+
+    INSwapper's paste-back warps, erodes and blurs full-frame masks: about a second per face on a
+    4096×2160 photo. The blended area lies inside the aligned 128×128 crop, about 1.2 face boxes
+    wide, so a crop with one box side of margin all round gives the same pixels, far faster.
+    """
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = (float(value) for value in face.bbox[:4])
+    margin = max(x2 - x1, y2 - y1)
+    left, top = max(int(x1 - margin), 0), max(int(y1 - margin), 0)
+    right, bottom = min(int(x2 + margin) + 1, width), min(int(y2 + margin) + 1, height)
+    local = SimpleNamespace(kps=face.kps - np.array([left, top], dtype=face.kps.dtype))  # all get() reads
+    patch = np.ascontiguousarray(image[top:bottom, left:right])
+    image[top:bottom, left:right] = swapper.get(patch, local, source, paste_back=True)
+
+
+def download() -> list[str]:
+    """Fetch the detector pack with insightface's downloader; the swapper can only be explained."""
+    settings = get_settings()
+    root = insightface_root()
+    pack = settings.face_analysis_pack
+    if missing_pack_files(root, pack):
+        from insightface.utils.storage import download as download_pack
+
+        try:
+            with _quiet():
+                download_pack("models", pack, force=True, root=str(root))
+        except Exception as exc:  # requests' errors, a bad zip, ...
+            raise PipelineError(
+                f"could not download the insightface pack {pack} into {root / 'models' / pack} "
+                f"({type(exc).__name__}: {str(exc)[:200]}); check the network or unzip {pack}.zip there by hand"
+            ) from None
+    lines = [f"{pack}: {root / 'models' / pack}"]
+    swapper = root / settings.face_swap_model
+    if not swapper.is_file():
+        raise PipelineError(
+            f"{lines[0]} is ready, but {swapper.name} cannot be downloaded by insightface: "
+            f"get it from {SWAPPER_SOURCE} and put it at {swapper}"
+        )
+    return [*lines, f"{swapper.stem}: {swapper}"]
 
 
 OPERATION = Operation(
@@ -26,4 +245,5 @@ OPERATION = Operation(
     run=swap_faces,
     required_images=("image", "target_image"),
     engines=("insightface",),
+    download=download,
 )

@@ -1,11 +1,23 @@
-"""Text to image with diffusers (the engine arrives with the diffusion issue)."""
+"""Text to image with diffusers (default SD-Turbo: 4 steps, no guidance); see pipelines/diffusion.py."""
 
 from __future__ import annotations
 
+import math
+import time
+
+from PIL import Image
 from pydantic import Field, field_validator
 
-from pipelines.base import JobInput, JobOutput, ModelUnavailable, Operation, Parameters, Progress
-from settings import get_settings
+from pipelines.base import JobInput, JobOutput, Operation, Parameters, Progress
+from pipelines.diffusion import (
+    ENGINE,
+    StepProgress,
+    download_generation_model,
+    generators,
+    load_model,
+    random_seed,
+    run_pipeline,
+)
 
 
 def _multiple_of_8(value: int, name: str) -> int:
@@ -21,7 +33,7 @@ class ImageGenerationParameters(Parameters):
     steps: int = Field(default=4, ge=1, le=150)
     guidance_scale: float = Field(default=0.0, ge=0.0, le=30.0)
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Same seed, same image")
-    num_images: int = Field(default=1, ge=1, le=4)
+    num_images: int = Field(default=1, ge=1, le=4, description="More than one: a grid, with each image's seed")
 
     @field_validator("width")
     @classmethod
@@ -34,12 +46,57 @@ class ImageGenerationParameters(Parameters):
         return _multiple_of_8(value, "height")
 
 
+def image_seeds(seed: int, count: int) -> list[int]:
+    """Image i of a batch uses seed + i, so each image of a grid can be made again on its own."""
+    return [(seed + index) % 2**32 for index in range(count)]
+
+
+def grid(images: list[Image.Image]) -> tuple[Image.Image, int, int]:
+    """Images side by side (four as 2×2), left to right then top to bottom, as in ``seeds``."""
+    columns = 2 if len(images) == 4 else len(images)
+    rows = math.ceil(len(images) / columns)
+    width, height = images[0].size
+    sheet = Image.new("RGB", (columns * width, rows * height))
+    for index, image in enumerate(images):
+        sheet.paste(image, ((index % columns) * width, (index // columns) * height))
+    return sheet, columns, rows
+
+
 def generate_image(job: JobInput, progress: Progress) -> JobOutput:
-    """Generate an image from ``prompt``."""
-    raise ModelUnavailable(
-        f"Image generation has no engine in this build yet (model {get_settings().generation_model!r} "
-        "is configured but the diffusers engine is not installed)."
+    """Generate ``num_images`` images from ``prompt``; several come back as one grid image."""
+    params: ImageGenerationParameters = job.parameters
+    progress(0.01, "Loading the generation model")
+    started = time.perf_counter()
+    model = load_model()
+    loaded = time.perf_counter()
+    seed = params.seed if params.seed is not None else random_seed()
+    seeds = image_seeds(seed, params.num_images)
+    bridge = StepProgress(progress, "Generating image" if params.num_images == 1 else "Generating images")
+    images = run_pipeline(
+        model.text_to_image,
+        bridge,
+        prompt=job.prompt,
+        negative_prompt=params.negative_prompt,
+        width=params.width,
+        height=params.height,
+        num_inference_steps=params.steps,
+        guidance_scale=params.guidance_scale,
+        num_images_per_prompt=params.num_images,
+        generator=generators(seeds),
     )
+    metadata = {
+        **model.metadata(),
+        "seed": seed,
+        "steps": bridge.steps,
+        "timings": {"load": round(loaded - started, 4), "run": round(time.perf_counter() - loaded, 4)},
+    }
+    if len(images) == 1:
+        image = images[0]
+    else:
+        image, columns, rows = grid(images)
+        metadata |= {"seeds": seeds, "grid": {"columns": columns, "rows": rows}}
+    progress(1.0, "Image generated" if len(images) == 1 else f"{len(images)} images generated")
+    return JobOutput(image=image, metadata=metadata, prompt_used=job.prompt)
 
 
 OPERATION = Operation(
@@ -49,5 +106,6 @@ OPERATION = Operation(
     parameters=ImageGenerationParameters,
     run=generate_image,
     prompt="required",
-    engines=("diffusers",),
+    engines=(ENGINE,),
+    download=download_generation_model,
 )

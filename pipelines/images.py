@@ -86,7 +86,7 @@ def _rotated(image: Image.Image) -> bool:
         exif.load(image.info.get("exif", b""))
     else:
         exif = image.getexif()
-    return exif.get(EXIF_ORIENTATION, 1) != 1
+    return bool(exif.get(EXIF_ORIENTATION, 1) != 1)
 
 
 def _complete(data: bytes, fmt: str) -> bool:
@@ -98,7 +98,8 @@ def _complete(data: bytes, fmt: str) -> bool:
         # Entropy-coded data never holds an EOI (0xFFD9): it must follow the last start of scan.
         return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") > 0
     # WebP: the RIFF header gives the file's length.
-    return len(data) >= 8 + struct.unpack("<I", data[4:8])[0]
+    (riff_size,) = struct.unpack("<I", data[4:8])
+    return len(data) >= 8 + int(riff_size)
 
 
 PNG_COLOR_TYPES = {"L": 0, "RGB": 2, "LA": 4, "RGBA": 6}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -35,4 +36,9 @@ def resolve_device(device: str) -> str:
             return "cuda"
     except ImportError:
         pass
+    # Only when torch is already imported (a diffusion worker): importing it here would cost the
+    # web process and onnx-only workers a second and hundreds of MB for nothing.
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return "cuda"
     return "cpu"

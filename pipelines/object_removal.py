@@ -1,6 +1,6 @@
 """Remove an object: inpaint the white area of ``mask``.
 
-Engines: ``telea`` (OpenCV, no weights), ``lama`` and ``diffusion`` (their own issues).
+Engines: ``telea`` (OpenCV, no weights), ``lama`` (pipelines/lama.py) and ``diffusion`` (its own issue).
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from pipelines.base import JobInput, JobOutput, ModelUnavailable, Operation, Parameters, Progress
-from settings import get_settings
+from pipelines.base import JobInput, JobOutput, Operation, Parameters, Progress
+from pipelines.lama import LAMA_FILE as LAMA_FILE  # where big-lama.pt goes, under ATELIER_MODELS_DIR
+from pipelines.lama import bounding_box, download_lama, get_lama, inpaint_lama, lama_path
 
 ENGINES = ("lama", "telea", "diffusion")
-LAMA_FILE = "lama/big-lama.pt"
+DIFFUSION_PROMPT = "background"  # what the diffusion engine paints when the job has no prompt
 
 
 class ObjectRemovalParameters(Parameters):
@@ -50,7 +51,7 @@ def check(job: JobInput) -> dict[str, list[str]]:
 
 
 def default_engine() -> str:
-    return "lama" if (get_settings().models_dir / LAMA_FILE).exists() else "telea"
+    return "lama" if lama_path().is_file() else "telea"
 
 
 def inpaint_telea(image: Image.Image, mask: np.ndarray, radius: int) -> Image.Image:
@@ -76,12 +77,15 @@ def remove_object(job: JobInput, progress: Progress) -> JobOutput:
         kernel = np.ones((2 * params.dilate + 1, 2 * params.dilate + 1), np.uint8)
         mask = cv2.dilate(mask.astype(np.uint8), kernel) > 0
     if engine == "lama":
-        raise ModelUnavailable(
-            f"The LaMa engine needs its weights at {get_settings().models_dir / LAMA_FILE}, and this "
-            "build has no LaMa runner yet; use engine 'telea'."
-        )
+        return remove_with_lama(job.images["image"], mask, progress)
     if engine == "diffusion":
-        raise ModelUnavailable("The diffusion inpainting engine is not part of this build yet; use engine 'telea'.")
+        from pipelines.diffusion import inpaint
+
+        prompt = job.prompt or DIFFUSION_PROMPT
+        result, metadata = inpaint(job.images["image"], mask, prompt, progress)
+        progress(1.0, "Object removed")
+        metadata |= {"engine": "diffusion", "masked_pixels": int(mask.sum())}
+        return JobOutput(result, metadata, prompt_used=prompt)
     progress(0.1, "Removing object with OpenCV (Telea)")
     started = time.perf_counter()
     result = inpaint_telea(job.images["image"], mask, params.radius)
@@ -96,6 +100,32 @@ def remove_object(job: JobInput, progress: Progress) -> JobOutput:
     )
 
 
+def remove_with_lama(image: Image.Image, mask: np.ndarray, progress: Progress) -> JobOutput:
+    progress(0.05, "Loading LaMa")
+    started = time.perf_counter()
+    model = get_lama()
+    loaded = time.perf_counter()
+    filled = inpaint_lama(model, np.asarray(image.convert("RGB")), mask, progress)
+    result = Image.fromarray(filled.image)
+    if image.mode in ("RGBA", "LA"):
+        result.putalpha(image.getchannel("A"))
+    progress(1.0, "Object removed")
+    return JobOutput(
+        image=result,
+        metadata={
+            "engine": "lama",
+            "device": model.device,
+            "masked_pixels": int(mask.sum()),
+            # The area LaMa worked on (the union of its crops); pixels outside it are never touched.
+            "crop": list(bounding_box(filled.crops)),
+            "crops": [list(box) for box in filled.crops],
+            "model_input_sizes": [list(size) for size in filled.model_sizes],
+            "model_loads_in_process": model.loads_in_process,
+            "timings": {"load": round(loaded - started, 4), "run": round(time.perf_counter() - loaded, 4)},
+        },
+    )
+
+
 OPERATION = Operation(
     name="object_removal",
     queue="cpu",
@@ -104,5 +134,9 @@ OPERATION = Operation(
     run=remove_object,
     required_images=("image", "mask"),
     engines=ENGINES,
+    prompt="optional",  # the diffusion engine's: what to paint instead (default "background")
     check=check,
+    check_reads=("mask",),
+    engine_queues={"diffusion": "gpu"},
+    download=download_lama,
 )

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import Field
 
-from pipelines.base import JobInput, JobOutput, ModelUnavailable, Operation, Parameters, Progress
+from pipelines.base import JobInput, JobOutput, ModelUnavailable, Operation, Parameters, PipelineError, Progress
 from pipelines.models import load_counts, load_once, resolve_device
 from settings import get_settings
 
@@ -82,7 +82,7 @@ def transfer_style(job: JobInput, progress: Progress) -> JobOutput:
     """Repaint ``image`` in a preset's style or in the style of ``style_image``."""
     params: StyleTransferParameters = job.parameters
     if params.engine == "diffusion":
-        raise ModelUnavailable("The diffusion style engine is not part of this build yet; use engine 'fast'.")
+        return transfer_style_diffusion(job, progress)
     progress(0.05, "Loading the style network")
     started = time.perf_counter()
     engine = load_once("style_transfer/fast", load_fast_engine)
@@ -120,6 +120,39 @@ def transfer_style(job: JobInput, progress: Progress) -> JobOutput:
             "timings": {"load": round(loaded - started, 4), "run": round(time.perf_counter() - loaded, 4)},
         },
     )
+
+
+# Diffusion img2img at strength 1 would repaint from pure noise and lose the photo; this keeps its layout.
+DIFFUSION_MAX_STRENGTH = 0.75
+
+
+def diffusion_prompt(job: JobInput) -> str:
+    params: StyleTransferParameters = job.parameters
+    parts = [job.prompt.strip()] if job.prompt and job.prompt.strip() else []
+    if params.style is not None:
+        parts.append(f"{STYLE_PRESETS[params.style].title.lower()} style artwork")
+    if not parts:
+        raise PipelineError(
+            "The diffusion engine follows a text prompt: give a style preset (parameters.style) or a prompt; "
+            "a style_image is used by the fast engine only"
+        )
+    return ", ".join(parts)
+
+
+def transfer_style_diffusion(job: JobInput, progress: Progress) -> JobOutput:
+    """Img2img on the shared diffusion model, prompted by the job's prompt and/or the preset's title."""
+    from pipelines.diffusion import restyle
+
+    params: StyleTransferParameters = job.parameters
+    prompt = diffusion_prompt(job)
+    strength = params.strength * DIFFUSION_MAX_STRENGTH
+    if strength <= 0:
+        progress(1.0, "Strength 0: the photo is returned unchanged")
+        return JobOutput(job.images["image"].convert("RGB"), {"engine": "diffusion", "denoising_strength": 0.0})
+    result, metadata = restyle(job.images["image"], prompt, strength, progress)
+    progress(1.0, "Style applied")
+    style = params.style or "prompt"
+    return JobOutput(result, {**metadata, "engine": "diffusion", "style": style}, prompt_used=prompt)
 
 
 OPERATION = Operation(

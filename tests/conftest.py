@@ -22,6 +22,7 @@ IMAGES = Path(__file__).parent / "images"
 _tmp = tempfile.TemporaryDirectory(prefix="atelier-tests-")
 os.environ["ATELIER_DATA_DIR"] = str(Path(_tmp.name) / "data")
 os.environ["ATELIER_MODELS_DIR"] = str(Path(_tmp.name) / "models")  # tiny models are built in here
+os.environ.pop("U2NET_HOME", None)  # rembg's weights then live in the temp models dir, never a real one
 # The tiny random diffusers pipeline the generation tests build (tests/support/tiny_diffusion.py).
 os.environ["ATELIER_GENERATION_MODEL"] = str(Path(_tmp.name) / "models" / "tiny-sd")
 _redis = RedisServer(Path(_tmp.name) / "redis")
@@ -81,6 +82,34 @@ def b64(image: Image.Image, fmt: str = "PNG") -> str:
 def photo() -> Image.Image:
     """A real photo (scikit-image's coffee, 600×400)."""
     return Image.open(IMAGES / "coffee.jpg").convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def engines() -> Path:
+    """Tiny models for the engines that need weights, where the session's workers look for them:
+    the diffusers pipeline, rembg's u2net, insightface's pack and swapper. (No LaMa: telea stays
+    the default engine for object_removal; tests/integration/test_engines_lama.py has its own.)"""
+    from pipelines.background_removal import rembg_home
+    from pipelines.face_swap import insightface_root
+    from tests.support.tiny_diffusion import build_tiny_pipeline
+    from tests.support.tiny_onnx import build_insightface_models, build_rembg_models
+
+    build_tiny_pipeline(Path(os.environ["ATELIER_GENERATION_MODEL"]))
+    build_rembg_models(rembg_home(), ("u2net",))
+    build_insightface_models(insightface_root())
+    return Path(os.environ["ATELIER_MODELS_DIR"])
+
+
+@pytest.fixture(scope="session")
+def faces(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A source and a target picture (PNG files) with faces the tiny insightface models find."""
+    from tests.support.tiny_onnx import draw_faces
+
+    folder = tmp_path_factory.mktemp("faces")
+    source, target = folder / "source.png", folder / "target.png"
+    draw_faces((320, 240), [(120, 60, 96)], colours=[(236, 178, 140)]).save(source)
+    draw_faces((640, 480), [(40, 64, 64), (336, 80, 128), (176, 240, 96)]).save(target)
+    return source, target
 
 
 @pytest.fixture(scope="session")

@@ -210,6 +210,14 @@ def test_routing_follows_the_registry(api: Api, photo: Image.Image) -> None:
     assert api.http.get(f"/api/v1/tasks/{steps}/result/").json()["result"]["metadata"]["worker"] == "session-cpu@test"
 
 
+def test_an_engine_can_route_a_job_to_another_queue(api: Api, photo: Image.Image, mask: Image.Image) -> None:
+    """Object removal runs on the cpu queue, but its diffusion engine where the diffusion model lives."""
+    body = {"task_type": "object_removal", "image": b64(photo), "mask": b64(mask)}
+    assert api.status(api.submit(body))["queue"] == "cpu"
+    assert api.status(api.submit({**body, "parameters": {"engine": "telea"}}))["queue"] == "cpu"
+    assert api.status(api.submit({**body, "parameters": {"engine": "diffusion"}}))["queue"] == "gpu"
+
+
 def test_model_loads_once_per_worker_process(api: Api, photo: Image.Image) -> None:
     small = photo.resize((120, 80))
     loads = []
@@ -234,14 +242,17 @@ def test_images_live_in_redis_not_in_messages(
     api.cancel(task_id)
 
 
-def test_failures_are_readable_and_the_worker_keeps_serving(api: Api, photo: Image.Image) -> None:
+def test_failures_are_readable_and_the_worker_keeps_serving(api: Api, photo: Image.Image, mask: Image.Image) -> None:
     failed = api.wait(api.submit(steps_job(steps=1, delay=0, fail=True)))
     assert failed["status"] == "FAILURE" and failed["message"] == "Asked to fail"
     crashed = api.wait(api.submit(steps_job(steps=1, delay=0, crash=True)))
     assert crashed["status"] == "FAILURE"
     assert crashed["message"] == "test_steps failed: ZeroDivisionError: division by zero"
-    generation = api.wait(api.submit({"task_type": "image_generation", "prompt": "a red fox"}))
-    assert generation["status"] == "FAILURE" and "no engine in this build" in generation["message"]
+    # Missing weights: the message names the file (the session's models folder has no LaMa).
+    body = {"task_type": "object_removal", "image": b64(photo), "mask": b64(mask), "parameters": {"engine": "lama"}}
+    no_weights = api.wait(api.submit(body))
+    assert no_weights["status"] == "FAILURE" and "big-lama.pt" in no_weights["message"], no_weights
+    assert "Traceback" not in no_weights["message"]
     assert api.wait(api.submit(steps_job(steps=1, delay=0)))["status"] == "SUCCESS"
 
 

@@ -1,0 +1,364 @@
+"""Diffusers engines on one loaded model: text to image, img2img style and inpainting share it.
+
+``settings.generation_model`` (a Hub id such as ``stabilityai/sd-turbo`` or a local diffusers
+folder) loads once per worker process as a text-to-image pipeline; img2img and inpainting are
+built from its components with ``from_pipe``, so they cost no second load and no memory.
+Weights come from the folder, else the Hub cache under ``models_dir/huggingface``, else the Hub
+(first use or ``python app.py download-models``). With no weights and no Hub a job fails in
+well under a second with a message that says how to provide them, instead of the Hub client's
+retries (about 20 s here, unbounded behind a firewall that drops packets).
+
+torch and diffusers are imported inside the functions: the web process imports this module.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import socket
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from PIL import Image, ImageFilter
+
+from pipelines.base import JobCancelled, ModelUnavailable, PipelineError, Progress
+from pipelines.models import load_counts, load_once, resolve_device
+from settings import get_settings
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+ENGINE = "diffusers"
+HUB_PROBE_SECONDS = 3.0
+PREVIEW_EVERY = 0.25  # seconds between new step previews: at most ~4 a second
+MAX_WORKING_SIDE = 768  # img2img and inpainting run at most this large, then scale back
+# Stable Diffusion 1.x/2.x latents (4 channels) → RGB, a linear fit that needs no VAE decode.
+LATENT_RGB_FACTORS = (
+    (0.3512, 0.2297, 0.3227),
+    (0.3250, 0.4974, 0.2350),
+    (-0.2829, 0.1762, 0.2721),
+    (-0.2120, -0.2616, -0.7177),
+)
+
+
+def hub_cache() -> Path:
+    return get_settings().models_dir / "huggingface"
+
+
+def pipeline_key(model: str) -> str:
+    """The ``load_once`` key of ``model``'s loaded pipeline (its ``load_counts`` entry)."""
+    return f"diffusion/{model}"
+
+
+# -- finding the weights ---------------------------------------------------------------------------
+def _how_to_provide(model: str) -> str:
+    return (
+        "Set ATELIER_GENERATION_MODEL to a local diffusers folder, or run `python app.py download-models` "
+        f"on a machine with network access (it saves {model!r} under ATELIER_MODELS_DIR={get_settings().models_dir})."
+    )
+
+
+def _looks_like_path(model: str) -> bool:
+    """Hub ids are ``name`` or ``owner/name``; anything else is meant as a folder."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
+
+
+def hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_SECONDS) -> str | None:
+    """Why the Hub (or the HTTPS proxy in front of it) cannot be reached within ``timeout``; None if it can."""
+    proxy = urllib.request.getproxies().get("https")
+    target = urlsplit(proxy if proxy else endpoint)
+    host, port = target.hostname or "huggingface.co", target.port or (443 if target.scheme == "https" else 80)
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:  # in a thread: name resolution itself has no timeout
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    threading.Thread(target=connect, name="hub-probe", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not outcome:
+        return f"no answer from {host}:{port} within {timeout:.0f} s"
+    error = outcome[0]
+    return None if error is None else f"cannot reach {host}:{port} ({error})"
+
+
+def locate_model(model: str, download: bool = True) -> str:
+    """The local folder holding ``model``, downloading it into the Hub cache when allowed and possible."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelUnavailable(f"{path} is not a diffusers model folder (it has no model_index.json)")
+        return str(path)
+    if _looks_like_path(model):
+        raise ModelUnavailable(f"The generation model folder {model} does not exist. {_how_to_provide(model)}")
+    from diffusers import DiffusionPipeline
+    from huggingface_hub import constants
+
+    try:
+        return str(DiffusionPipeline.download(model, cache_dir=hub_cache(), local_files_only=True))
+    except (OSError, ValueError):
+        pass  # not cached (or only partly): fetch it, if the Hub can be reached at all
+    reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_unreachable(constants.ENDPOINT)
+    if not download or reason:
+        where = f"not in {hub_cache()}" + (f" and the Hugging Face Hub is unavailable: {reason}" if reason else "")
+        raise ModelUnavailable(f"The generation model {model!r} is {where}. {_how_to_provide(model)}")
+    try:
+        return str(DiffusionPipeline.download(model, cache_dir=hub_cache()))
+    except Exception as exc:  # the Hub client raises many kinds; all mean the same here
+        raise ModelUnavailable(f"Downloading the generation model {model!r} failed: {exc}") from exc
+
+
+def download_generation_model() -> list[str]:
+    """``python app.py download-models``: fetch the generation model into the Hub cache."""
+    model = get_settings().generation_model
+    started = time.perf_counter()
+    folder = locate_model(model)
+    return [f"{model}: {folder} ({time.perf_counter() - started:.1f} s)"]
+
+
+# -- the loaded model ------------------------------------------------------------------------------
+def torch_device_and_dtype() -> tuple[str, torch.dtype]:
+    """settings.device and settings.generation_dtype, as torch sees them (auto: fp16 on CUDA, fp32 on CPU)."""
+    import torch
+
+    settings = get_settings()
+    device = resolve_device(settings.device)
+    if device == "cuda" and not torch.cuda.is_available():
+        if settings.device == "cuda":
+            raise ModelUnavailable(
+                f"ATELIER_DEVICE=cuda but torch {torch.__version__} sees no CUDA GPU; set ATELIER_DEVICE=auto or cpu"
+            )
+        device = "cpu"  # onnxruntime sees a GPU that this torch build cannot use
+    dtype_name = settings.generation_dtype
+    if dtype_name == "auto":
+        dtype_name = "float16" if device == "cuda" else "float32"
+    dtype: torch.dtype = getattr(torch, dtype_name)
+    return device, dtype
+
+
+@dataclass
+class DiffusionModel:
+    """One loaded model: its text-to-image pipeline and the img2img/inpainting views of its components."""
+
+    text_to_image: Any
+    name: str
+    device: str
+    dtype: str
+    folder: str
+    load_seconds: float
+    _views: dict[str, Any] = field(default_factory=dict)
+
+    def image_to_image(self) -> Any:
+        if "img2img" not in self._views:
+            from diffusers import AutoPipelineForImage2Image
+
+            self._views["img2img"] = self._quiet(AutoPipelineForImage2Image.from_pipe(self.text_to_image))
+        return self._views["img2img"]
+
+    def inpainting(self) -> Any:
+        if "inpaint" not in self._views:
+            from diffusers import AutoPipelineForInpainting
+
+            self._views["inpaint"] = self._quiet(AutoPipelineForInpainting.from_pipe(self.text_to_image))
+        return self._views["inpaint"]
+
+    @staticmethod
+    def _quiet(pipe: Any) -> Any:
+        pipe.set_progress_bar_config(disable=True)  # progress goes through our callback, not tqdm
+        return pipe
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "engine": ENGINE,
+            "model": self.name,
+            "device": self.device,
+            "dtype": self.dtype,
+            "model_loads_in_process": load_counts[pipeline_key(self.name)],
+        }
+
+
+def _load(model: str) -> DiffusionModel:
+    started = time.perf_counter()
+    device, dtype = torch_device_and_dtype()
+    folder = locate_model(model)
+    from diffusers import AutoPipelineForText2Image
+
+    try:
+        pipe = AutoPipelineForText2Image.from_pretrained(folder, dtype=dtype, local_files_only=True)  # type: ignore[no-untyped-call]
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(f"The generation model {model!r} could not be loaded from {folder}: {exc}") from exc
+    settings = get_settings()
+    if settings.attention_slicing:
+        pipe.enable_attention_slicing()
+    if settings.cpu_offload and device == "cuda":
+        pipe.enable_model_cpu_offload()  # each part moves to the GPU only while it runs
+    else:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return DiffusionModel(pipe, model, device, str(dtype).removeprefix("torch."), folder, time.perf_counter() - started)
+
+
+def load_model() -> DiffusionModel:
+    """The configured generation model, loaded once per worker process."""
+    model = get_settings().generation_model
+    return load_once(pipeline_key(model), lambda: _load(model))
+
+
+# -- steps, seeds and previews ---------------------------------------------------------------------
+def random_seed() -> int:
+    return random.SystemRandom().randrange(2**32)
+
+
+def generators(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per image: the same seed gives the same noise on any device."""
+    import torch
+
+    return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+
+def latents_preview(latents: torch.Tensor) -> Image.Image | None:
+    """The first image of a batch of SD latents as a small RGB picture (latent size), no VAE needed."""
+    import torch
+
+    if latents.ndim != 4 or latents.shape[1] != len(LATENT_RGB_FACTORS):
+        return None  # another latent space (SDXL-refiner, SD3, Flux): no cheap preview
+    factors = torch.tensor(LATENT_RGB_FACTORS, dtype=torch.float32, device=latents.device)
+    rgb = torch.einsum("chw,cr->hwr", latents[0].float(), factors)
+    pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+    return Image.fromarray(pixels, "RGB")
+
+
+class StepProgress:
+    """``callback_on_step_end`` → our ``progress``: "<label> — step i/n", a fraction between
+    ``start`` and ``end`` and a latent preview. A cancelled job's JobCancelled propagates out of the
+    pipeline call, so the run stops after the current step."""
+
+    def __init__(self, progress: Progress, label: str, start: float = 0.05, end: float = 0.95) -> None:
+        self.progress, self.label, self.start, self.end = progress, label, start, end
+        self.preview: Image.Image | None = None
+        self.previews = 0
+        self.steps = 0
+        self._previewed_at = -math.inf
+
+    def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        total = max(int(getattr(pipe, "num_timesteps", 0) or 0), step + 1)
+        done = step + 1
+        now = time.monotonic()
+        if done < total and now - self._previewed_at >= PREVIEW_EVERY and "latents" in callback_kwargs:
+            self.preview = latents_preview(callback_kwargs["latents"])
+            self._previewed_at = now
+            self.previews += 1
+        self.steps = done
+        # The latest preview goes with every step so clients polling /status/ always find one.
+        self.progress(self.start + (self.end - self.start) * done / total, f"{self.label} — step {done}/{total}",
+                      self.preview)  # fmt: skip
+        return callback_kwargs
+
+
+def run_pipeline(pipe: Any, bridge: StepProgress, **arguments: Any) -> list[Image.Image]:
+    """Call a diffusers pipeline with the step bridge; its argument errors become PipelineError."""
+    try:
+        output = pipe(**arguments, callback_on_step_end=bridge, output_type="pil")
+    except JobCancelled:
+        raise
+    except ValueError as exc:  # diffusers checks its inputs with readable ValueErrors
+        raise PipelineError(f"The diffusion model refused the request: {exc}") from exc
+    images: list[Image.Image] = output.images
+    return images
+
+
+def working_size(size: tuple[int, int], limit: int = MAX_WORKING_SIDE) -> tuple[int, int]:
+    """``size`` scaled to fit ``limit`` and rounded down to multiples of 8 (at least 64)."""
+    scale = min(1.0, limit / max(size))
+    return tuple(max(64, int(side * scale) // 8 * 8) for side in size)  # type: ignore[return-value]
+
+
+# -- the img2img and inpainting engines ------------------------------------------------------------
+def img2img_steps(strength: float, steps: int = 4) -> int:
+    """diffusers runs ``int(steps * strength)`` steps of img2img: make that at least one."""
+    return max(steps, math.ceil(1 / strength))
+
+
+def restyle(
+    image: Image.Image, prompt: str, strength: float, progress: Progress, seed: int = 0
+) -> tuple[Image.Image, dict[str, Any]]:
+    """Repaint ``image`` after ``prompt`` with img2img on the loaded model; ``strength`` in (0, 1]."""
+    progress(0.02, "Loading the diffusion model")
+    started = time.perf_counter()
+    model = load_model()
+    loaded = time.perf_counter()
+    photo = image.convert("RGB")
+    steps = img2img_steps(strength)
+    bridge = StepProgress(progress, "Applying style")
+    result = run_pipeline(
+        model.image_to_image(),
+        bridge,
+        prompt=prompt,
+        image=photo.resize(working_size(photo.size), Image.Resampling.LANCZOS),
+        strength=strength,
+        num_inference_steps=steps,
+        guidance_scale=0.0,
+        generator=generators([seed]),
+    )[0]
+    if result.size != photo.size:
+        result = result.resize(photo.size, Image.Resampling.LANCZOS)
+    metadata = {
+        **model.metadata(),
+        "seed": seed,
+        "steps": bridge.steps,
+        "denoising_strength": strength,
+        "timings": {"load": round(loaded - started, 4), "run": round(time.perf_counter() - loaded, 4)},
+    }
+    return result, metadata
+
+
+def inpaint(
+    image: Image.Image, mask: np.ndarray, prompt: str, progress: Progress, steps: int = 4, seed: int = 0
+) -> tuple[Image.Image, dict[str, Any]]:
+    """Fill the True area of ``mask`` after ``prompt``; pixels more than 5 px outside it are kept exactly."""
+    progress(0.02, "Loading the diffusion model")
+    started = time.perf_counter()
+    model = load_model()
+    loaded = time.perf_counter()
+    photo = image.convert("RGB")
+    mask_image = Image.fromarray(mask.astype("uint8") * 255, "L")
+    width, height = working_size(photo.size)
+    bridge = StepProgress(progress, "Filling the masked area")
+    filled = run_pipeline(
+        model.inpainting(),
+        bridge,
+        prompt=prompt,
+        image=photo.resize((width, height), Image.Resampling.LANCZOS),
+        mask_image=mask_image.resize((width, height), Image.Resampling.BILINEAR),
+        width=width,
+        height=height,
+        strength=1.0,
+        num_inference_steps=steps,
+        guidance_scale=0.0,
+        generator=generators([seed]),
+    )[0]
+    # Paste the fill back into the full-size original through a slightly soft mask.
+    filled = filled.resize(photo.size, Image.Resampling.LANCZOS)
+    soft = mask_image.filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(1.5))
+    result = Image.composite(filled, photo, soft)
+    if image.mode in ("RGBA", "LA"):
+        result.putalpha(image.getchannel("A"))
+    metadata = {
+        **model.metadata(),
+        "seed": seed,
+        "steps": bridge.steps,
+        "timings": {"load": round(loaded - started, 4), "run": round(time.perf_counter() - loaded, 4)},
+    }
+    return result, metadata

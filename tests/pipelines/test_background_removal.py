@@ -1,0 +1,188 @@
+"""Background removal through rembg's real sessions, on tiny models whose mask is 'the bright part'."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from pipelines.background_removal import (
+    REMBG_MODELS,
+    BackgroundRemovalParameters,
+    download,
+    rembg_home,
+    remove_background,
+    require_model,
+)
+from pipelines.base import JobInput, ModelUnavailable, PipelineError
+from pipelines.models import load_counts, load_once
+from settings import get_settings
+from tests.support.tiny_onnx import build_background_model, build_rembg_models
+
+SUBJECT = (150, 100, 350, 260)  # the light rectangle (left, top, right, bottom), inclusive
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_models() -> None:
+    home = rembg_home()
+    build_rembg_models(home, ("u2net",))  # rembg's flat layout: <home>/u2net.onnx
+    isnet = home / "models" / "isnet-general-use" / "isnet-general-use.onnx"  # where rembg downloads to
+    if not isnet.exists():
+        build_background_model(isnet)
+
+
+@pytest.fixture(scope="module")
+def picture() -> Image.Image:
+    image = Image.new("RGB", (500, 360), (30, 35, 40))
+    ImageDraw.Draw(image).rectangle(SUBJECT, fill=(230, 200, 170))
+    return image
+
+
+def remove(image: Image.Image, **params: Any) -> tuple[Image.Image, dict[str, Any], list[tuple[float, str]]]:
+    steps: list[tuple[float, str]] = []
+    output = remove_background(
+        JobInput(images={"image": image}, parameters=BackgroundRemovalParameters(**params)),
+        lambda fraction, message, preview=None: steps.append((fraction, message)),
+    )
+    return output.image, output.metadata, steps
+
+
+def subject_mask(size: tuple[int, int]) -> np.ndarray:
+    expected = np.zeros((size[1], size[0]), dtype=bool)
+    left, top, right, bottom = SUBJECT
+    expected[top : bottom + 1, left : right + 1] = True
+    return expected
+
+
+def assert_matches_subject(alpha: np.ndarray) -> None:
+    """Alpha is 255 on the subject and 0 on the background, except a few pixels of resampled edge."""
+    expected = subject_mask((alpha.shape[1], alpha.shape[0]))
+    inner = np.zeros_like(expected)
+    left, top, right, bottom = SUBJECT
+    inner[top + 4 : bottom - 3, left + 4 : right - 3] = True
+    outer = ~expected
+    outer[top - 4 : bottom + 5, left - 4 : right + 5] = False
+    assert alpha[inner].min() >= 250 and alpha[outer].max() <= 5
+    assert abs(int((alpha > 127).sum()) - int(expected.sum())) < 0.02 * expected.sum()
+
+
+def test_model_list_is_what_rembg_offers_locally() -> None:
+    from rembg.sessions import sessions
+
+    for name in REMBG_MODELS:
+        assert name in sessions, name
+        assert sessions[name].is_local() and not sessions[name].requires_credentials()
+    assert "u2net_cloth_seg" not in REMBG_MODELS  # three stacked masks, not one cut-out
+    assert get_settings().background_model in REMBG_MODELS
+
+
+def test_cutout_is_rgba_with_the_subject_opaque_and_the_rest_transparent(picture: Image.Image) -> None:
+    result, metadata, _ = remove(picture, model="u2net")
+    assert result.mode == "RGBA" and result.size == picture.size
+    pixels = np.asarray(result)
+    assert set(np.unique(pixels[..., 3])) >= {0, 255}
+    assert_matches_subject(pixels[..., 3])
+    assert (pixels[200, 250, :3] == (230, 200, 170)).all()  # the subject keeps its colour
+    assert metadata["engine"] == "rembg" and metadata["model"] == "u2net"
+    assert set(metadata["timings"]) == {"load", "infer", "compose"}
+    assert 0.1 < metadata["foreground_fraction"] < 0.3
+
+
+def test_progress_goes_load_infer_compose_in_order(picture: Image.Image) -> None:
+    _, _, steps = remove(picture, model="u2net")
+    messages = [message for _, message in steps]
+    assert messages == [
+        "Loading background model u2net",
+        "Finding the subject (u2net)",
+        "Composing the cut-out",
+        "Background removed",
+    ]
+    fractions = [fraction for fraction, _ in steps]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_default_model_comes_from_settings(picture: Image.Image) -> None:
+    _, metadata, _ = remove(picture)
+    assert metadata["model"] == get_settings().background_model == "u2net"
+
+
+def test_bgcolor_fills_the_background(picture: Image.Image) -> None:
+    result, _, _ = remove(picture, model="u2net", bgcolor=(0, 255, 0, 255))
+    pixels = np.asarray(result)
+    assert result.mode == "RGBA" and (pixels[..., 3] == 255).all()
+    assert (pixels[10, 10] == (0, 255, 0, 255)).all()
+    assert (pixels[200, 250] == (230, 200, 170, 255)).all()
+
+
+def test_only_mask_returns_the_mask(picture: Image.Image) -> None:
+    result, _, steps = remove(picture, model="u2net", only_mask=True)
+    assert result.mode == "L" and result.size == picture.size
+    assert_matches_subject(np.asarray(result))
+    assert "Mask ready" in [message for _, message in steps]
+
+
+def test_post_processed_mask_is_binary(picture: Image.Image) -> None:
+    result, _, _ = remove(picture, model="u2net", only_mask=True, post_process_mask=True)
+    mask = np.asarray(result)
+    assert set(np.unique(mask)) == {0, 255}
+    assert_matches_subject(mask)
+
+
+def test_alpha_matting_keeps_the_subject(picture: Image.Image) -> None:
+    result, _, steps = remove(picture.resize((250, 180)), model="u2net", alpha_matting=True)
+    alpha = np.asarray(result)[..., 3]
+    assert result.mode == "RGBA" and alpha[100, 125] > 240 and alpha[5, 5] < 15
+    assert "Refining edges with alpha matting" in [message for _, message in steps]
+
+
+def test_other_model_loads_from_rembgs_own_folder(picture: Image.Image) -> None:
+    result, metadata, _ = remove(picture, model="isnet-general-use")
+    assert metadata["model"] == "isnet-general-use"
+    assert_matches_subject(np.asarray(result)[..., 3])
+
+
+def test_one_session_per_model_per_process(picture: Image.Image) -> None:
+    remove(picture, model="u2net")
+    session = load_once("rembg:u2net", lambda: pytest.fail("the session should be cached"))
+    remove(picture, model="u2net")
+    assert load_counts["rembg:u2net"] == 1
+    assert load_once("rembg:u2net", lambda: None) is session
+
+
+def test_missing_weights_fail_fast_naming_the_file(picture: Image.Image) -> None:
+    started = time.monotonic()
+    with pytest.raises(ModelUnavailable) as caught:
+        remove(picture, model="silueta")
+    assert time.monotonic() - started < 5
+    message = str(caught.value)
+    assert "silueta.onnx" in message and str(rembg_home()) in message
+    assert "python app.py download-models" in message
+    assert load_counts["rembg:silueta"] == 0
+
+
+def test_require_model_accepts_both_layouts(tmp_path: Any) -> None:
+    (tmp_path / "models" / "u2netp").mkdir(parents=True)
+    (tmp_path / "models" / "u2netp" / "u2netp.onnx").write_bytes(b"x")
+    (tmp_path / "silueta.onnx").write_bytes(b"x")
+    assert require_model("u2netp", tmp_path) == tmp_path / "models" / "u2netp" / "u2netp.onnx"
+    assert require_model("silueta", tmp_path) == tmp_path / "silueta.onnx"
+
+
+def test_download_reports_a_present_model() -> None:
+    lines = download()
+    assert lines == [f"u2net: {rembg_home() / 'u2net.onnx'} (already there)"]
+
+
+def test_download_failure_is_a_clear_pipeline_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rembg.sessions import sessions
+
+    def offline(*args: Any, **kwargs: Any) -> str:
+        raise ConnectionError("Failed to resolve 'github.com'")
+
+    monkeypatch.setattr(get_settings(), "background_model", "silueta")
+    monkeypatch.setattr(sessions["silueta"], "download_models", offline)
+    with pytest.raises(PipelineError, match=r"could not download silueta.onnx into .*ConnectionError"):
+        download()
