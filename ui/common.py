@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import html
+import io
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 import redis
+from PIL import Image
 
 from jobs import (
     FINISHED,
@@ -98,7 +101,8 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
     Async on purpose: a waiting user holds no worker thread, only a coroutine.
     """
     client = get_client()
-    last_message = None
+    last_message = last_preview = None
+    shown: Image.Image | None = None  # the latest preview stays up while the messages change
     failures = 0
     poll = POLL_FIRST
     while True:
@@ -126,11 +130,19 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
             return
         # While queued there is no fraction to show, only the place in the queue.
         progress(None if status.status == "PENDING" else status.progress / 100, desc=status.message)
-        if status.message != last_message:
+        if status.preview and status.preview != last_preview:  # the engine's picture of the work so far
+            last_preview, last_message = status.preview, status.message
+            shown = preview_image(status.preview)
+            yield shown, task_id, status.message
+        elif status.message != last_message:
             last_message = status.message
-            yield None, task_id, status.message
+            yield shown, task_id, status.message
         await asyncio.sleep(poll)
         poll = min(POLL_MAX, poll * 1.5)
+
+
+def preview_image(data: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(data)))
 
 
 async def run(task_type: str, progress: gr.Progress, **submission: Any) -> AsyncIterator[Update]:

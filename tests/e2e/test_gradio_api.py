@@ -188,3 +188,16 @@ def _occupy_cpu(live_server: str, photo: Any) -> str:
     task_id: str = httpx.post(f"{live_server}/api/v1/tasks/submit/", json=body).json()["task_id"]
     wait_until(lambda: httpx.get(f"{live_server}/api/v1/tasks/{task_id}/status/").json()["status"] == "PROCESSING", 30)
     return task_id
+
+
+def test_generation_streams_step_previews_before_the_image(client: Any, engines: Path) -> None:
+    """While a diffusion job runs, the streaming endpoint shows the engine's low-resolution previews."""
+    job = client.submit("a red fox in snow", "", 320, 320, 50, 0, 7, 1, api_name="/image_generation")
+    wait_until(job.done, 120, interval=0.05, what="generation")
+    outputs = job.outputs()
+    *running, (image, _task_id, status) = outputs
+    assert status == "Done" and Image.open(image).size == (320, 320)
+    previews = [Image.open(update[0]) for update in running if update[0]]
+    assert previews, [update[2] for update in running]
+    assert all(max(preview.size) <= 256 for preview in previews)
+    assert any("step" in update[2] for update in running)
