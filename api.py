@@ -274,7 +274,8 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
     def task_status(task_id: str) -> Any:
         """A job's state, progress and message; its queue position while queued."""
         try:
-            return client().status(task_id).as_dict()
+            # A response, not a dict: the model above documents it, without re-validating every poll.
+            return JSONResponse(client().status(task_id).as_dict())
         except JobNotFound:
             return not_found(task_id)
 

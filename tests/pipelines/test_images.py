@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines import images
 from pipelines.images import ImageRejected, encode_png, open_image
 
 RNG = np.random.default_rng(7)
@@ -67,3 +69,19 @@ def test_an_exif_rotated_upload_has_the_size_the_user_sees(fmt: str, photo: Imag
     photo.resize((120, 80)).save(buffer, fmt, exif=exif)
     assert open_image(buffer.getvalue(), 10**6, decode=False).size == (80, 120)
     assert open_image(buffer.getvalue(), 10**6).size == (80, 120)
+
+
+def test_a_large_image_deflated_in_parallel_slices_is_one_valid_stream() -> None:
+    """Above PARALLEL_DEFLATE_BYTES the IDAT is compressed in slices; any PNG reader must see one image."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    pixels[::7] = 0  # some structure, so slices compress differently
+    image = Image.fromarray(pixels)
+    assert image.width * 3 * image.height > images.PARALLEL_DEFLATE_BYTES
+    png = encode_png(image, {"atelier:operation": "test"})
+    decoded = Image.open(io.BytesIO(png))
+    decoded.load()
+    assert np.array_equal(np.asarray(decoded), pixels)
+    assert decoded.text["atelier:operation"] == "test"
+    raw = png[png.index(b"IDAT") + 4 : png.rindex(b"IEND") - 8]  # the zlib stream of the one IDAT chunk
+    assert zlib.decompressobj().decompress(raw)[:1] == b"\x02"  # Python's own zlib reads it too
