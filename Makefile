@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 ARGS ?=
 
-.PHONY: install run test lint bench system-deps browser clean
+.PHONY: install run test lint bench bench-engines system-deps browser clean
 
 # python3-venv is missing on a bare Debian; install it when `python3 -m venv` cannot work.
 system-deps:
@@ -40,6 +40,12 @@ test: install browser lint
 
 bench: install
 	$(PY) benchmarks/run.py $(ARGS)
+
+# The engines on tiny models: rembg and insightface, LaMa's crop strategy, diffusers steps and overhead.
+bench-engines: install
+	$(PY) benchmarks/engines.py
+	$(PY) benchmarks/inpainting.py
+	$(PY) benchmarks/diffusion.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -46,7 +46,9 @@ REMBG_MODELS = (
 class BackgroundRemovalParameters(Parameters):
     model: str | None = Field(default=None, description="A rembg model name; default ATELIER_BACKGROUND_MODEL (u2net)")
     alpha_matting: bool = Field(default=False, description="Refine soft edges (hair) with alpha matting; slower")
-    bgcolor: tuple[int, int, int, int] | None = Field(default=None, description="RGBA fill, 0-255 each")
+    bgcolor: list[int] | None = Field(
+        default=None, description="Fill colour [r, g, b] or [r, g, b, a], 0-255 each (alpha 255 when left out)"
+    )
     only_mask: bool = Field(default=False, description="Return the mask (white = subject) instead of the cut-out")
     post_process_mask: bool = Field(default=False, description="Smooth the mask's edges")
 
@@ -59,10 +61,14 @@ class BackgroundRemovalParameters(Parameters):
 
     @field_validator("bgcolor")
     @classmethod
-    def _channels(cls, value: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
-        if value is not None and not all(0 <= channel <= 255 for channel in value):
+    def _channels(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if len(value) not in (3, 4):
+            raise ValueError(f"bgcolor must be [r, g, b] or [r, g, b, a], got {len(value)} numbers")
+        if not all(0 <= channel <= 255 for channel in value):
             raise ValueError("bgcolor channels must each be 0-255")
-        return value
+        return [*value, 255] if len(value) == 3 else value
 
 
 def rembg_home() -> Path:
@@ -80,7 +86,7 @@ def default_model() -> str:
 def model_file(model: str, home: Path) -> Path | None:
     """Where rembg would find ``model``'s weights (its own folder, then the flat layout), or None."""
     for path in (home / "models" / model / f"{model}.onnx", home / f"{model}.onnx"):
-        if path.is_file():
+        if path.is_file() and path.stat().st_size > 0:  # an empty file is a download that never happened
             return path
     return None
 
@@ -114,10 +120,17 @@ def _point_rembg_home() -> Path:
 
 def load_session(model: str) -> Any:
     """A rembg session for ``model`` from the local weights (never a download)."""
-    require_model(model, _point_rembg_home())
+    path = require_model(model, _point_rembg_home())
     import rembg
 
-    return rembg.new_session(model, providers=providers())
+    try:
+        return rembg.new_session(model, providers=providers())
+    except Exception as exc:  # onnxruntime's own errors read like internals: say what to do instead
+        raise ModelUnavailable(
+            f"Background model {model!r} at {path} could not be loaded ({type(exc).__name__}); the file "
+            f"looks corrupt or incomplete: delete it and run `ATELIER_BACKGROUND_MODEL={model} "
+            "python app.py download-models`, or put a good copy there."
+        ) from exc
 
 
 def remove_background(job: JobInput, progress: Progress) -> JobOutput:
@@ -141,7 +154,7 @@ def remove_background(job: JobInput, progress: Progress) -> JobOutput:
         job.images["image"].convert("RGB"),
         session=reporting,
         alpha_matting=params.alpha_matting,
-        bgcolor=params.bgcolor,
+        bgcolor=tuple(params.bgcolor) if params.bgcolor else None,
         only_mask=params.only_mask,
         post_process_mask=params.post_process_mask,
     )

@@ -99,7 +99,11 @@ def locate_model(model: str, download: bool = True) -> str:
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise ModelUnavailable(f"{path} is not a diffusers model folder (it has no model_index.json)")
+            raise ModelUnavailable(
+                f"{path} is not a diffusers model folder (it has no model_index.json). Point "
+                "ATELIER_GENERATION_MODEL at a folder saved with save_pretrained() (one with model_index.json, "
+                "unet/, vae/, text_encoder/, tokenizer/, scheduler/), or at a Hub id such as stabilityai/sd-turbo."
+            )
         return str(path)
     if _looks_like_path(model):
         raise ModelUnavailable(f"The generation model folder {model} does not exist. {_how_to_provide(model)}")
@@ -269,6 +273,7 @@ class StepProgress:
 
 def run_pipeline(pipe: Any, bridge: StepProgress, **arguments: Any) -> list[Image.Image]:
     """Call a diffusers pipeline with the step bridge; its argument errors become PipelineError."""
+    bridge.progress(bridge.start, f"{bridge.label} — encoding the prompt")  # the first step may be long
     try:
         output = pipe(**arguments, callback_on_step_end=bridge, output_type="pil")
     except JobCancelled:

@@ -216,6 +216,13 @@ def download() -> list[str]:
     settings = get_settings()
     root = insightface_root()
     pack = settings.face_analysis_pack
+    swapper = root / settings.face_swap_model
+    by_hand = (
+        ""
+        if swapper.is_file()
+        else f"; and {swapper.name} cannot be downloaded by insightface: "
+        f"get it from {SWAPPER_SOURCE} and put it at {swapper}"
+    )
     if missing_pack_files(root, pack):
         from insightface.utils.storage import download as download_pack
 
@@ -226,9 +233,9 @@ def download() -> list[str]:
             raise PipelineError(
                 f"could not download the insightface pack {pack} into {root / 'models' / pack} "
                 f"({type(exc).__name__}: {str(exc)[:200]}); check the network or unzip {pack}.zip there by hand"
+                + by_hand
             ) from None
     lines = [f"{pack}: {root / 'models' / pack}"]
-    swapper = root / settings.face_swap_model
     if not swapper.is_file():
         raise PipelineError(
             f"{lines[0]} is ready, but {swapper.name} cannot be downloaded by insightface: "

@@ -59,7 +59,12 @@ class StyleTransferParameters(Parameters):
 def check(job: JobInput) -> dict[str, list[str]]:
     style = job.parameters.style
     has_image = "style_image" in job.images
-    if style is None and not has_image:
+    if job.parameters.engine == "diffusion":  # it follows words: a prompt, a preset's name, or both
+        if has_image:
+            return {"style_image": ["style_image is used by the fast engine only; give the diffusion engine a prompt"]}
+        if style is None and not (job.prompt and job.prompt.strip()):
+            return {"prompt": ["The diffusion engine needs a prompt or a style preset (parameters.style)"]}
+    elif style is None and not has_image:
         return {"parameters.style": ["Give a style preset (parameters.style) or a style_image"]}
     if style is not None and has_image:
         return {"parameters.style": ["Give either parameters.style or style_image, not both"]}

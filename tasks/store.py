@@ -275,6 +275,11 @@ class JobStore:
                 continue
             message, _exchange, queue = json.loads(raw)
             job_id = message_job_id(message)
+            # Ended already (a cancelled job's worker may still be busy until its next step):
+            # nothing to give back; the broker redelivers it after the visibility timeout and the
+            # task drops it then.
+            if job_id and self.redis.hexists(job_key(job_id), "outcome"):
+                continue
             if job_id in running or not self.redis.hdel(UNACKED, tag):  # started, or acked meanwhile
                 continue
             pipe = self.redis.pipeline(transaction=True)

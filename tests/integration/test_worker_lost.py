@@ -87,3 +87,33 @@ def test_a_message_fetched_by_a_worker_that_died_before_starting_is_queued_again
     assert api.wait(job_id, timeout=30)["status"] == "SUCCESS"
     assert redis_client.get(executions_key("in-limbo")) == b"1"
     assert not redis_client.hexists("unacked", tag)
+
+
+def test_a_cancelled_job_still_held_by_its_worker_is_not_given_back(redis_client: Any) -> None:
+    """A running job cancelled mid-step is no longer running in the store, but its worker still
+    holds the message until the step ends: the reconciler must not queue it again."""
+    import json
+    import time
+    import uuid
+
+    from jobs import get_client
+    from tasks.celery_app import TASK_NAME
+    from tests.conftest import png_bytes
+    from tests.integration.test_jobs import SMALL
+
+    client = get_client()
+    job_id = str(uuid.uuid4())
+    client.store.create(job_id, "test_steps", "cpu", {"image": png_bytes(SMALL)}, {"prompt": "cancelled-held"})
+    kwargs = {"task_type": "test_steps", "parameters": {"steps": 1, "delay": 0}, "prompt": "cancelled-held"}
+    client.celery.send_task(TASK_NAME, kwargs=kwargs, task_id=job_id, queue="limbo")  # a queue nobody consumes
+    message = json.loads(redis_client.rpop("limbo"))
+    assert client.cancel(job_id).status == "REVOKED"  # first, so the session's reconciler never sees it live
+    tag = str(uuid.uuid4())
+    redis_client.hset("unacked", tag, json.dumps([message, "cpu", "cpu"]))
+    redis_client.zadd("unacked_index", {tag: time.time() - 120})
+    try:
+        assert client.store.restore_unstarted(older_than=30) == []
+        assert redis_client.hexists("unacked", tag)  # left to the broker's visibility timeout
+    finally:
+        redis_client.hdel("unacked", tag)
+        redis_client.zrem("unacked_index", tag)

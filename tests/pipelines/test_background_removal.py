@@ -110,7 +110,7 @@ def test_default_model_comes_from_settings(picture: Image.Image) -> None:
 
 
 def test_bgcolor_fills_the_background(picture: Image.Image) -> None:
-    result, _, _ = remove(picture, model="u2net", bgcolor=(0, 255, 0, 255))
+    result, _, _ = remove(picture, model="u2net", bgcolor=[0, 255, 0])  # alpha 255 when left out
     pixels = np.asarray(result)
     assert result.mode == "RGBA" and (pixels[..., 3] == 255).all()
     assert (pixels[10, 10] == (0, 255, 0, 255)).all()
@@ -161,6 +161,21 @@ def test_missing_weights_fail_fast_naming_the_file(picture: Image.Image) -> None
     assert "silueta.onnx" in message and str(rembg_home()) in message
     assert "python app.py download-models" in message
     assert load_counts["rembg:silueta"] == 0
+
+
+def test_empty_or_corrupt_weights_are_a_clear_failure(picture: Image.Image) -> None:
+    """An empty file counts as missing; a garbled one says to download it again, not ONNX internals."""
+    home = rembg_home()
+    (home / "u2netp.onnx").write_bytes(b"")
+    (home / "silueta.onnx").write_bytes(b"<html>404 Not Found</html>")
+    try:
+        with pytest.raises(ModelUnavailable, match=r"u2netp.onnx is not at"):
+            remove(picture, model="u2netp")
+        with pytest.raises(ModelUnavailable, match=r"looks corrupt or incomplete: delete it and run"):
+            remove(picture, model="silueta")
+    finally:
+        (home / "u2netp.onnx").unlink()
+        (home / "silueta.onnx").unlink()
 
 
 def test_require_model_accepts_both_layouts(tmp_path: Any) -> None:

@@ -75,3 +75,26 @@ def test_presets_have_thumbnails() -> None:
 
     styles = Path(__file__).resolve().parents[2] / "assets" / "styles"
     assert all((styles / f"{name}.jpg").is_file() for name in STYLE_PRESETS)
+
+
+@pytest.mark.parametrize(
+    ("fields", "parameters", "errors"),
+    [
+        ({"prompt": "an oil painting"}, {"engine": "diffusion"}, set()),  # a prompt alone is enough
+        ({}, {"engine": "diffusion", "style": "mosaic"}, set()),
+        ({}, {"engine": "diffusion"}, {"prompt"}),
+        ({"prompt": "   "}, {"engine": "diffusion"}, {"prompt"}),
+        ({"style_image": True, "prompt": "ink"}, {"engine": "diffusion"}, {"style_image"}),
+        ({"prompt": "an oil painting"}, {"engine": "fast"}, {"parameters.style"}),
+    ],
+)
+def test_submit_checks_what_each_engine_follows(
+    photo: Image.Image, fields: dict[str, object], parameters: dict[str, object], errors: set[str]
+) -> None:
+    """Refused at submit (a 400), not later in the worker."""
+    from pipelines.style_transfer import check
+
+    images = {"image": photo, **({"style_image": photo} if fields.get("style_image") else {})}
+    prompt = fields.get("prompt")
+    job = JobInput(images, StyleTransferParameters(**parameters), prompt if isinstance(prompt, str) else None)
+    assert set(check(job)) == errors

@@ -113,6 +113,12 @@ BAD_INPUTS = [
         "available: u2net",
     ),
     (
+        "bgcolor of two numbers",
+        {"task_type": "background_removal", "image": b64(RED), "parameters": {"bgcolor": [0, 0]}},
+        "parameters.bgcolor",
+        "[r, g, b] or [r, g, b, a], got 2 numbers",
+    ),
+    (
         "bgcolor out of range",
         {"task_type": "background_removal", "image": b64(RED), "parameters": {"bgcolor": [0, 0, 0, 256]}},
         "parameters.bgcolor",
