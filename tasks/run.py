@@ -11,10 +11,13 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import redis
 from celery import Task, signals
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError
 from PIL import Image
 
 from pipelines import OPERATIONS
@@ -36,9 +39,12 @@ from tasks.store import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 HEARTBEAT_SECONDS = 2.0
 RECONCILE_EVERY = 5.0
 PROVENANCE_KEYS = ("engine", "model", "seed", "seeds")  # copied from an output's metadata into its PNG
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError)
+REDIS_WAIT = 60.0  # seconds a finished job waits for Redis to come back to store its outcome
 MAX_ATTEMPTS = 2  # a job whose worker dies is run at most once more
 UNSTARTED_AFTER = 30.0  # seconds a fetched message may wait unstarted before its worker counts as dead
 # A queued job's message may be out of sight for an instant (being published; popped by a worker's
@@ -46,6 +52,20 @@ UNSTARTED_AFTER = 30.0  # seconds a fetched message may wait unstarted before it
 # far apart, in a job this old, it is lost: Redis handed it to the connection of a worker that died.
 UNSENT_AFTER = 10.0
 _main_pid = os.getpid()  # set again by worker_init, in the worker's main process, before the pool forks
+
+
+def when_redis_answers(call: Callable[[], T], job_id: str, what: str) -> T:
+    """``call()``, tried again while Redis is unreachable (restarting, say), for up to REDIS_WAIT s:
+    a job that ran must not fail because Redis blinked as it ended."""
+    deadline = time.monotonic() + REDIS_WAIT
+    while True:
+        try:
+            return call()
+        except REDIS_DOWN as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("Job %s: Redis unreachable while %s (%s); trying again", job_id, what, exc)
+            time.sleep(0.5)
 
 
 def worker_process(hostname: str) -> str:
@@ -71,17 +91,23 @@ class ProgressReporter:
         self.touch_every = min(30.0, store.ttl / 3)  # a running job's keys must not expire under it
 
     def __call__(self, fraction: float, message: str, preview: Image.Image | None = None) -> None:
-        if self.store.is_cancelled(self.job_id):
-            raise JobCancelled(self.job_id)
-        if time.monotonic() - self.touched > self.touch_every:
-            self.store.touch(self.job_id)
-            self.touched = time.monotonic()
         # Progress never goes backwards, whatever an engine reports.
         self.percent = max(self.percent, round(min(max(fraction, 0.0), 1.0) * 100))
-        meta: dict[str, Any] = {"progress": self.percent, "message": message, "updated_at": time.time()}
-        if preview is not None:
-            meta["preview"] = preview_png(preview)
-        self.task.update_state(state="PROCESSING", meta=meta)
+        try:
+            cancelled = self.store.is_cancelled(self.job_id)
+            if not cancelled and time.monotonic() - self.touched > self.touch_every:
+                self.store.touch(self.job_id)
+                self.touched = time.monotonic()
+            if not cancelled:
+                meta: dict[str, Any] = {"progress": self.percent, "message": message, "updated_at": time.time()}
+                if preview is not None:
+                    meta["preview"] = preview_png(preview)
+                self.task.update_state(state="PROCESSING", meta=meta)
+        except REDIS_DOWN as exc:  # Redis restarting: the work goes on; its result waits for Redis
+            log.warning("Job %s: progress not published, Redis is unreachable (%s)", self.job_id, exc)
+            return
+        if cancelled:
+            raise JobCancelled(self.job_id)
 
 
 @app.task(bind=True, name=TASK_NAME, throws=(JobFailed,))  # expected failures: logged without a traceback
@@ -120,26 +146,25 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     started = time.perf_counter()
     try:
         progress(0.0, f"Starting {operation.title.lower()}")
-        job = load_job(store, job_id, record, parameters, prompt, settings)
+        job = when_redis_answers(
+            lambda: load_job(store, job_id, record, parameters, prompt, settings), job_id, "reading its inputs"
+        )
         output = operation.run(job, progress)
         if store.is_cancelled(job_id):
             raise JobCancelled(job_id)
     except JobCancelled:
-        store.finished(job_id)
+        when_redis_answers(lambda: store.finished(job_id), job_id, "ending it")
         self.backend.mark_as_revoked(job_id, reason="cancelled")
         raise Ignore() from None
     except SoftTimeLimitExceeded:
-        store.finished(job_id)
-        store.claim_outcome(job_id, OUTCOME_FAILURE)
+        fail(store, job_id)
         raise JobFailed(f"The job exceeded the time limit of {settings.job_time_limit} s") from None
     except (PipelineError, ImageRejected) as exc:
-        store.finished(job_id)
-        store.claim_outcome(job_id, OUTCOME_FAILURE)
+        fail(store, job_id)
         raise JobFailed(str(exc)) from None
     except Exception as exc:
         log.exception("Job %s (%s) failed", job_id, task_type)
-        store.finished(job_id)
-        store.claim_outcome(job_id, OUTCOME_FAILURE)
+        fail(store, job_id)
         raise JobFailed(f"{task_type} failed: {type(exc).__name__}: {exc}") from exc
 
     runtime = time.perf_counter() - started
@@ -152,15 +177,18 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
         if key in output.metadata:
             provenance[f"atelier:{key}"] = output.metadata[key]
     png = encode_png(output.image, provenance)
-    store.finished(job_id)
-    earlier = store.claim_outcome(job_id, OUTCOME_SUCCESS)
+    when_redis_answers(lambda: store.finished(job_id), job_id, "ending it")
+    earlier = when_redis_answers(lambda: store.claim_outcome(job_id, OUTCOME_SUCCESS), job_id, "storing its outcome")
     if earlier == OUTCOME_REVOKED:  # cancelled in the last instant
         self.backend.mark_as_revoked(job_id, reason="cancelled")
         raise Ignore()
     if earlier is not None:  # another attempt ended it first (or it expired): keep that outcome
         log.warning("Job %s already ended (%s); dropping this attempt's result", job_id, earlier)
         raise Ignore()
-    if not store.store_output(job_id, png, task_type, record["queue"], runtime):
+    stored = when_redis_answers(
+        lambda: store.store_output(job_id, png, task_type, record["queue"], runtime), job_id, "storing its result"
+    )
+    if not stored:
         log.warning("Job %s expired while it ran; its result is dropped", job_id)
         raise Ignore()
     result: dict[str, Any] = {
@@ -174,6 +202,11 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     if output.prompt_used or prompt:
         result["prompt_used"] = output.prompt_used or prompt
     return result
+
+
+def fail(store: JobStore, job_id: str) -> None:
+    when_redis_answers(lambda: store.finished(job_id), job_id, "ending it")
+    when_redis_answers(lambda: store.claim_outcome(job_id, OUTCOME_FAILURE), job_id, "storing its outcome")
 
 
 def load_job(
