@@ -205,12 +205,18 @@ def worker(queue: str, concurrency: int) -> Child:
 
 def serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from pipelines import OPERATIONS
     from settings import QUEUES, Settings
 
     try:
         settings = Settings()
     except Exception as exc:
         raise SystemExit(f"Invalid settings: {exc}") from None
+    unknown = sorted(set(settings.queues) - set(OPERATIONS))
+    if unknown:
+        raise SystemExit(
+            f"Invalid settings: ATELIER_QUEUES names {', '.join(unknown)}; task types: {', '.join(OPERATIONS)}"
+        )
     env = dict(os.environ)
     supervisor = Supervisor(env)
     try:
@@ -249,9 +255,13 @@ def build_app(settings: Any = None) -> Any:
 
     from api import create_api
     from jobs import get_client
+    from settings import get_settings
     from ui import CSS, THEME, build_ui
 
-    return gr.mount_gradio_app(create_api(get_client, settings), build_ui(), path="/", theme=THEME, css=CSS)
+    limit = (settings or get_settings()).max_upload_bytes  # the page's uploads, as REST's
+    return gr.mount_gradio_app(
+        create_api(get_client, settings), build_ui(), path="/", theme=THEME, css=CSS, max_file_size=limit
+    )
 
 
 def run_web(host: str, port: int, share: bool = False) -> None:

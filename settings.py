@@ -71,8 +71,11 @@ class Settings(BaseSettings):
     def _rate(cls, value: str | None) -> str | None:
         if value is None or value.strip() in ("", "0"):
             return None
-        if not RATE.fullmatch(value.strip().lower()):
+        match = RATE.fullmatch(value.strip().lower())
+        if not match:
             raise ValueError(f"ATELIER_RATE_LIMIT must look like 120/minute, 10/second or 20/10s, got {value!r}")
+        if match["every"] and int(match["every"]) == 0:
+            raise ValueError(f"ATELIER_RATE_LIMIT's window must be at least one {match['unit']}, got {value!r}")
         return value.strip().lower()
 
     @property

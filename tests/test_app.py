@@ -181,8 +181,17 @@ def test_no_workers_needs_a_redis_url() -> None:
     assert "set REDIS_URL" in result.stderr
 
 
-def test_invalid_settings_are_refused_at_start() -> None:
-    env = {**os.environ, "ATELIER_JOB_TIME_LIMIT": "5000", "ATELIER_VISIBILITY_TIMEOUT": "100"}
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"ATELIER_JOB_TIME_LIMIT": "5000", "ATELIER_VISIBILITY_TIMEOUT": "100"}, "must be longer than"),
+        ({"ATELIER_QUEUES": '{"bogus": "cpu"}'}, "ATELIER_QUEUES names bogus; task types: image_generation"),
+        ({"ATELIER_RATE_LIMIT": "5/0s"}, "window must be at least one s"),
+        ({"ATELIER_RATE_LIMIT": "lots"}, "must look like 120/minute"),
+    ],
+)
+def test_invalid_settings_are_refused_at_start(variables: dict[str, str], message: str) -> None:
+    env = {**os.environ, **variables}
     result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
-    assert "must be longer than ATELIER_JOB_TIME_LIMIT" in result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -119,3 +119,14 @@ def test_result_download_names_carry_no_path(api: Api, workers: Any) -> None:
         response = api.http.get(f"/api/v1/tasks/{quote(task_id, safe='')}/result/?format=png")
         assert response.status_code == 404
         assert b"root:" not in response.content
+
+
+def test_the_page_takes_no_upload_over_the_size_limit(live_server: str) -> None:
+    """ATELIER_MAX_UPLOAD_MB bounds Gradio's own upload route too, not only REST: no one fills the disk."""
+    import httpx
+
+    from settings import get_settings
+
+    too_big = b"\0" * (get_settings().max_upload_bytes + 1024)
+    response = httpx.post(f"{live_server}/gradio_api/upload", files={"files": ("big.png", too_big)}, timeout=60)
+    assert response.status_code == 413, response.text[:200]
