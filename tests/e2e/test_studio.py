@@ -127,6 +127,8 @@ def test_generate_tab_shows_the_image_and_a_failure_says_why(
     tab = open_tab(page, "Generate", "image_generation")
     tab.get_by_label("Prompt", exact=True).fill("a lighthouse at dusk")
     tab.get_by_role("button", name="Run").click()
+    status = tab.locator(".job-status textarea, .job-status input").first
+    expect(status).to_have_value("Done", timeout=30_000)  # step previews show in the result box before it
     result = wait_for_result(tab).get_attribute("src") or ""
     assert fetch(live_server, result).size == (512, 512)
     assert UUID.match(task_id_of(tab))
