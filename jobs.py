@@ -163,12 +163,19 @@ class JobClient:
         return JobStatus(job_id, PENDING, 0, f"{task_type} task submitted successfully", False, task_type, queue)
 
     # -- follow ---------------------------------------------------------------------------
-    def _record(self, task_id: str) -> dict[str, str]:
+    @staticmethod
+    def _canonical(task_id: str) -> str:
+        """The id as we write it (lower-case UUID); :class:`JobNotFound` for anything else."""
         try:
             canonical = str(uuid.UUID(task_id))
         except (ValueError, TypeError, AttributeError):
             raise JobNotFound(task_id) from None
-        record = self.store.record(canonical) if canonical == task_id.lower() else None
+        if canonical != task_id.lower():  # braces, "urn:uuid:", no hyphens: not an id we gave out
+            raise JobNotFound(task_id)
+        return canonical
+
+    def _record(self, task_id: str) -> dict[str, str]:
+        record = self.store.record(self._canonical(task_id))
         if record is None:
             raise JobNotFound(task_id)
         return record
@@ -179,8 +186,10 @@ class JobClient:
 
     def status(self, task_id: str) -> JobStatus:
         """The job's current state; raises :class:`JobNotFound` for unknown or expired ids."""
-        record = self._record(task_id)
-        task_id = task_id.lower()
+        task_id = self._canonical(task_id)
+        record, raw_meta = self.store.snapshot(task_id, self.celery.backend.get_key_for_task(task_id))
+        if record is None:
+            raise JobNotFound(task_id)
         task_type, queue = record["task_type"], record["queue"]
 
         def make(state: str, progress: int, message: str, **extra: Any) -> JobStatus:
@@ -188,7 +197,7 @@ class JobClient:
 
         if record.get("outcome") == OUTCOME_REVOKED:
             return make(REVOKED, 0, "Cancelled")
-        meta = self._meta(task_id)
+        meta: dict[str, Any] = json.loads(raw_meta) if raw_meta else {"status": PENDING, "result": None}
         state, info = meta["status"], meta.get("result")
         if state == PENDING:
             return self._queued(task_id, record, make)
@@ -217,10 +226,9 @@ class JobClient:
 
     def _queued(self, task_id: str, record: dict[str, str], make: Callable[..., JobStatus]) -> JobStatus:
         queue, task_type = record["queue"], record["task_type"]
-        position = self.store.position(task_id, queue)
+        position, workers, runtime = self.store.queue_view(task_id, queue, task_type)
         if position is None:  # taken off the queue, the worker's first update not yet written
             return make(PROCESSING, 0, "Starting")
-        workers = len(self.store.live_workers((queue,))[queue])
         message = f"Queued — {ordinal(position)} in the {queue} queue"
         if record.get("note"):
             message += f" ({record['note']})"
@@ -228,8 +236,6 @@ class JobClient:
         if not workers:
             message += f"; no {queue} worker is running, so it waits until one starts"
         else:
-            # Jobs of every type share the queue, so its recent run times predict the wait best.
-            runtime = self.store.typical_runtime(queue) or self.store.typical_runtime(task_type)
             if runtime is not None:
                 eta = round(self._wait(queue, position, workers, runtime), 1)
                 message += f", starts in about {max(1, round(eta))} s"

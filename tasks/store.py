@@ -168,26 +168,41 @@ class JobStore:
         record = {key.decode(): value.decode() for key, value in raw.items()}
         return record if "task_type" in record else None  # a partial hash is no job
 
+    def snapshot(self, job_id: str, meta_key: str) -> tuple[dict[str, str] | None, bytes | None]:
+        """The job's record and its Celery state (raw JSON), in one round trip: what a status poll reads."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(job_key(job_id))
+        pipe.get(meta_key)
+        raw, meta = pipe.execute()
+        record = {key.decode(): value.decode() for key, value in raw.items()}
+        return (record if "task_type" in record else None), meta
+
+    def queue_view(self, job_id: str, queue: str, task_type: str) -> tuple[int | None, int, float | None]:
+        """(position from 1 or None, live workers on the queue, typical run time), in one round trip.
+
+        Jobs of every type share a queue, so the queue's recent run times predict the wait best;
+        the task type's stand in before the queue has any.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrank(queued_key(queue), job_id)
+        pipe.zcount(workers_key(queue), time.time() - WORKER_STALE_AFTER, "+inf")
+        pipe.lrange(runtimes_key(queue), 0, -1)
+        pipe.lrange(runtimes_key(task_type), 0, -1)
+        rank, workers, by_queue, by_type = pipe.execute()
+        samples = [float(value) for value in (by_queue or by_type)]
+        return (None if rank is None else rank + 1), int(workers), (statistics.median(samples) if samples else None)
+
     def input_image(self, job_id: str, field: str) -> bytes | None:
         return cast(bytes | None, self.redis.get(input_key(job_id, field)))
 
     def output_image(self, job_id: str) -> bytes | None:
         return cast(bytes | None, self.redis.get(output_key(job_id)))
 
-    def position(self, job_id: str, queue: str) -> int | None:
-        rank = cast(int | None, self.redis.zrank(queued_key(queue), job_id))
-        return None if rank is None else rank + 1
-
     def queue_lengths(self, queues: tuple[str, ...]) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)
         for queue in queues:
             pipe.zcard(queued_key(queue))  # not the broker list: a cancelled job still sits there until popped
         return dict(zip(queues, pipe.execute(), strict=True))
-
-    def typical_runtime(self, name: str) -> float | None:
-        """Median of the recent run times of a task type or of a queue."""
-        samples = [float(value) for value in self.redis.lrange(runtimes_key(name), 0, -1)]
-        return statistics.median(samples) if samples else None
 
     def live_workers(self, queues: tuple[str, ...]) -> dict[str, list[str]]:
         since = time.time() - WORKER_STALE_AFTER
