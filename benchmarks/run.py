@@ -236,6 +236,7 @@ def transport(base_url: str, redis_url: str) -> None:
     from pipelines.object_removal import ObjectRemovalParameters, remove_object
     from pipelines.validation import validate_submission
     from settings import Settings
+    from tasks.run import load_job
     from tasks.store import JobStore, connect, input_key, job_key, output_key
 
     settings = Settings(redis_url=redis_url)
@@ -252,15 +253,14 @@ def transport(base_url: str, redis_url: str) -> None:
         validate = median_of(lambda: validate_submission(payload, {}, settings.max_pixels))  # noqa: B023
         job_id = str(uuid.uuid4())
         write = median_of(lambda: store.create(job_id, "object_removal", "cpu", {"image": image, "mask": mask}, {}))  # noqa: B023
-        read = median_of(
-            lambda: [open_image(store.input_image(job_id, f) or b"", settings.max_pixels) for f in ("image", "mask")]  # noqa: B023
-        )
+        record = store.record(job_id) or {}
+        read = median_of(lambda: load_job(store, job_id, record, {"engine": "telea"}, None, settings))  # noqa: B023
         decoded = {"image": open_image(image, settings.max_pixels), "mask": open_image(mask, settings.max_pixels)}
         output = remove_object(JobInput(decoded, ObjectRemovalParameters(engine="telea")), no_progress).image
         encoded = median_of(lambda: encode_png(output))  # noqa: B023
         with httpx.Client(base_url=base_url, timeout=120) as http:
             totals, engine = [], []
-            for _ in range(3):
+            for _ in range(5):
                 started = time.perf_counter()
                 task_id = rest_job(http, payload)
                 http.get(f"/api/v1/tasks/{task_id}/result/?format=png").raise_for_status()

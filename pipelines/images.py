@@ -171,7 +171,8 @@ def _zlib_stream(data: memoryview, level: int) -> bytes:
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    crc = zlib.crc32(data, zlib.crc32(kind))  # no copy of a megabytes-long IDAT just to checksum it
+    return b"".join((struct.pack(">I", len(data)), kind, data, struct.pack(">I", crc)))
 
 
 def _text_chunk(key: str, value: str) -> tuple[bytes, bytes]:

@@ -33,7 +33,7 @@ def mask_array(mask: Image.Image) -> np.ndarray:
     if mask.mode in ("RGBA", "LA"):
         gray = np.asarray(mask.convert("LA"))
         return (gray[..., 0] > 127) & (gray[..., 1] > 127)
-    return np.asarray(mask.convert("L")) > 127
+    return np.asarray(mask if mask.mode == "L" else mask.convert("L")) > 127
 
 
 def check(job: JobInput) -> dict[str, list[str]]:
@@ -57,7 +57,7 @@ def default_engine() -> str:
 def inpaint_telea(image: Image.Image, mask: np.ndarray, radius: int) -> Image.Image:
     import cv2
 
-    rgb = np.asarray(image.convert("RGB"))
+    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # convert() copies even then
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     result = cv2.inpaint(bgr, mask.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
     out = Image.fromarray(cv2.cvtColor(result, cv2.COLOR_BGR2RGB))
@@ -105,7 +105,7 @@ def remove_with_lama(image: Image.Image, mask: np.ndarray, progress: Progress) -
     started = time.perf_counter()
     model = get_lama()
     loaded = time.perf_counter()
-    filled = inpaint_lama(model, np.asarray(image.convert("RGB")), mask, progress)
+    filled = inpaint_lama(model, np.asarray(image if image.mode == "RGB" else image.convert("RGB")), mask, progress)
     result = Image.fromarray(filled.image)
     if image.mode in ("RGBA", "LA"):
         result.putalpha(image.getchannel("A"))

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import redis
@@ -34,6 +35,7 @@ from tasks.store import (
     RECONCILER_LOCK,
     JobStore,
     connect,
+    input_key,
     job_key,
     output_key,
 )
@@ -218,12 +220,15 @@ def load_job(
     settings: Settings,
 ) -> JobInput:
     """Decode the job's input images from Redis and rebuild its parameters model."""
-    images = {}
-    for field in json.loads(record["inputs"]):
-        data = store.input_image(job_id, field)
+    fields: list[str] = json.loads(record["inputs"])
+    stored = store.redis.mget([input_key(job_id, field) for field in fields]) if fields else []
+    for field, data in zip(fields, stored, strict=True):
         if data is None:
             raise PipelineError(f"The {field} of this job has expired from storage")
-        images[field] = open_image(data, settings.max_pixels)
+    # Decoders release the GIL: a photo and its mask decode side by side.
+    with ThreadPoolExecutor(max(1, len(fields))) as pool:
+        decoded = pool.map(lambda data: open_image(data, settings.max_pixels), stored)
+        images = dict(zip(fields, decoded, strict=True))
     params, errors = validate_parameters(OPERATIONS[record["task_type"]], parameters)
     if errors:
         raise PipelineError(f"Invalid parameters: {errors}")
