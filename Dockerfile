@@ -1,6 +1,8 @@
 # One image for every role: web (`python app.py --no-workers`), workers (`celery -A tasks worker -Q ...`), flower.
 FROM python:3.11-slim
 WORKDIR /app
+# OpenCV (opencv-python, which insightface asks for) needs libGL and glib.
+RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .

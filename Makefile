@@ -10,8 +10,10 @@ ARGS ?=
 .PHONY: install run test lint bench bench-engines system-deps browser clean
 
 # python3-venv is missing on a bare Debian; install it when `python3 -m venv` cannot work.
+# OpenCV (opencv-python, which insightface asks for) needs libGL and glib.
 system-deps:
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { $(APT_INSTALL) python3-venv python3-pip; }
+	@{ ldconfig -p | grep -q libGL.so.1 && ldconfig -p | grep -q libgthread-2.0.so.0; } || { $(APT_INSTALL) libgl1 libglib2.0-0; }
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(MAKE) --no-print-directory system-deps
