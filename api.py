@@ -146,7 +146,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def too_large(limit: int) -> JSONResponse:
-    return error(413, "Payload too large", message=f"The request body is over the limit of {limit / 2**20:g} MB")
+    megabytes = round(limit / 2**20, 2)
+    return error(413, "Payload too large", message=f"The request body is over the limit of {megabytes:g} MB")
 
 
 async def parse_submission(request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:

@@ -58,6 +58,12 @@ def pipeline_key(model: str) -> str:
 
 
 # -- finding the weights ---------------------------------------------------------------------------
+DOWNLOAD_ADVICE = (
+    "Run this again with network access (HTTPS_PROXY is used if set), or set ATELIER_GENERATION_MODEL "
+    "to a local diffusers folder."
+)
+
+
 def _how_to_provide(model: str) -> str:
     return (
         "Set ATELIER_GENERATION_MODEL to a local diffusers folder, or run `python app.py download-models` "
@@ -94,8 +100,10 @@ def hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_SECONDS) -> str | 
     return None if error is None else f"cannot reach {host}:{port} ({error})"
 
 
-def locate_model(model: str, download: bool = True) -> str:
-    """The local folder holding ``model``, downloading it into the Hub cache when allowed and possible."""
+def locate_model(model: str, download: bool = True, advice: str | None = None) -> str:
+    """The local folder holding ``model``, downloading it into the Hub cache when allowed and possible.
+
+    ``advice`` replaces the usual "how to provide it" of the error messages."""
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -106,7 +114,9 @@ def locate_model(model: str, download: bool = True) -> str:
             )
         return str(path)
     if _looks_like_path(model):
-        raise ModelUnavailable(f"The generation model folder {model} does not exist. {_how_to_provide(model)}")
+        raise ModelUnavailable(
+            f"The generation model folder {model} does not exist. {advice or _how_to_provide(model)}"
+        )
     from diffusers import DiffusionPipeline
     from huggingface_hub import constants
 
@@ -117,7 +127,7 @@ def locate_model(model: str, download: bool = True) -> str:
     reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_unreachable(constants.ENDPOINT)
     if not download or reason:
         where = f"not in {hub_cache()}" + (f" and the Hugging Face Hub is unavailable: {reason}" if reason else "")
-        raise ModelUnavailable(f"The generation model {model!r} is {where}. {_how_to_provide(model)}")
+        raise ModelUnavailable(f"The generation model {model!r} is {where}. {advice or _how_to_provide(model)}")
     try:
         return str(DiffusionPipeline.download(model, cache_dir=hub_cache()))
     except Exception as exc:  # the Hub client raises many kinds; all mean the same here
@@ -128,7 +138,7 @@ def download_generation_model() -> list[str]:
     """``python app.py download-models``: fetch the generation model into the Hub cache."""
     model = get_settings().generation_model
     started = time.perf_counter()
-    folder = locate_model(model)
+    folder = locate_model(model, advice=DOWNLOAD_ADVICE)  # not "run download-models": this is it
     return [f"{model}: {folder} ({time.perf_counter() - started:.1f} s)"]
 
 
