@@ -192,9 +192,6 @@ class JobStore:
         samples = [float(value) for value in (by_queue or by_type)]
         return (None if rank is None else rank + 1), int(workers), (statistics.median(samples) if samples else None)
 
-    def input_image(self, job_id: str, field: str) -> bytes | None:
-        return cast(bytes | None, self.redis.get(input_key(job_id, field)))
-
     def output_image(self, job_id: str) -> bytes | None:
         return cast(bytes | None, self.redis.get(output_key(job_id)))
 
