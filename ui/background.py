@@ -75,7 +75,7 @@ def render() -> gr.Textbox:
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"])
-            model = gr.Dropdown(list(background_models()), value="u2net", label="Model")
+            model = gr.Dropdown(list(background_models()), value="u2net", label="Model", allow_custom_value=True)
             with gr.Row():
                 matting = gr.Checkbox(label="Alpha matting (finer hair and edges)")
                 only_mask = gr.Checkbox(label="Only the mask")

@@ -44,8 +44,9 @@ def explain(details: dict[str, list[str]]) -> str:
 
 
 def error(message: str, title: str = "Error") -> gr.Error:
-    """A pop-up error. Gradio renders its text as HTML, so text from users is escaped."""
-    return gr.Error(html.escape(message), title=title)
+    """A pop-up error. Gradio renders its text as HTML, so text from users is escaped (quotes stay:
+    they are harmless in text, and scripts reading the message through gradio_client see them)."""
+    return gr.Error(html.escape(message, quote=False), title=title)
 
 
 def submit(task_type: str, *, prompt: str | None = None, images: dict[str, Any], parameters: dict[str, Any]) -> str:

@@ -67,8 +67,12 @@ def render() -> gr.Textbox:
                 allow_preview=False,
                 elem_id="style-gallery",
             )
+            # Custom values pass to the job system, so a script's unknown name gets the REST API's message.
             style = gr.Dropdown(
-                [("(none — use my style image)", ""), *[(t, n) for n, t in presets]], value="mosaic", label="Style"
+                [("(none — use my style image)", ""), *[(t, n) for n, t in presets]],
+                value="mosaic",
+                label="Style",
+                allow_custom_value=True,
             )
             with gr.Accordion("…or use your own style image", open=False):
                 style_image = gr.Image(

@@ -105,9 +105,17 @@ GRADIO_CASES = [
     ("/submit_image_generation", ["a fox", "", 500, 512, 4, 0, -1, 1], "multiple of 8"),
     # Gradio's own component checks answer some first, just as clearly:
     ("/submit_image_generation", ["a fox", "", 512, 512, 0, 0, -1, 1], "less than minimum value 1"),
-    ("/submit_style_transfer", ["photo", "van-gogh", None, 1.0, "fast", False], "van-gogh is not in the list"),
+    (
+        "/submit_style_transfer",
+        ["photo", "van-gogh", None, 1.0, "fast", False],
+        "Unknown style 'van-gogh'; available: mosaic",
+    ),
     ("/submit_style_transfer", ["photo", "", None, 1.0, "fast", False], "style_image"),
-    ("/submit_background_removal", ["photo", "u3net", False, "", False, False], "u3net is not in the list"),
+    (
+        "/submit_background_removal",
+        ["photo", "u3net", False, "", False, False],
+        "Unknown model 'u3net'; available: u2net",
+    ),
     ("/submit_background_removal", ["photo", "u2net", False, "#zzzzzz", False, False], "bgcolor"),
     ("/submit_face_swap", ["photo", None, -1], "target_image is required"),
     ("/task_status", ["not-an-id"], "Task not found"),
