@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -254,6 +255,21 @@ def latents_preview(latents: torch.Tensor) -> Image.Image | None:
     return Image.fromarray(pixels, "RGB")
 
 
+def load_with_progress(
+    progress: Progress, message: str = "Loading the diffusion model"
+) -> tuple[DiffusionModel, Callable[[], dict[str, float]]]:
+    """The loaded model, and a function that gives the job's ``timings`` (load, and run since)."""
+    progress(0.02, message)
+    started = time.perf_counter()
+    model = load_model()
+    loaded = time.perf_counter()
+
+    def timings() -> dict[str, float]:
+        return {"load": round(loaded - started, 4), "run": round(time.perf_counter() - loaded, 4)}
+
+    return model, timings
+
+
 class StepProgress:
     """``callback_on_step_end`` → our ``progress``: "<label> — step i/n", a fraction between
     ``start`` and ``end`` and a latent preview. A cancelled job's JobCancelled propagates out of the
@@ -310,10 +326,7 @@ def restyle(
     image: Image.Image, prompt: str, strength: float, progress: Progress, seed: int = 0
 ) -> tuple[Image.Image, dict[str, Any]]:
     """Repaint ``image`` after ``prompt`` with img2img on the loaded model; ``strength`` in (0, 1]."""
-    progress(0.02, "Loading the diffusion model")
-    started = time.perf_counter()
-    model = load_model()
-    loaded = time.perf_counter()
+    model, timings = load_with_progress(progress)
     photo = image.convert("RGB")
     steps = img2img_steps(strength)
     bridge = StepProgress(progress, "Applying style")
@@ -334,7 +347,7 @@ def restyle(
         "seed": seed,
         "steps": bridge.steps,
         "denoising_strength": strength,
-        "timings": {"load": round(loaded - started, 4), "run": round(time.perf_counter() - loaded, 4)},
+        "timings": timings(),
     }
     return result, metadata
 
@@ -343,10 +356,7 @@ def inpaint(
     image: Image.Image, mask: np.ndarray, prompt: str, progress: Progress, steps: int = 4, seed: int = 0
 ) -> tuple[Image.Image, dict[str, Any]]:
     """Fill the True area of ``mask`` after ``prompt``; pixels more than 5 px outside it are kept exactly."""
-    progress(0.02, "Loading the diffusion model")
-    started = time.perf_counter()
-    model = load_model()
-    loaded = time.perf_counter()
+    model, timings = load_with_progress(progress)
     photo = image.convert("RGB")
     mask_image = Image.fromarray(mask.astype("uint8") * 255, "L")
     width, height = working_size(photo.size)
@@ -374,6 +384,6 @@ def inpaint(
         **model.metadata(),
         "seed": seed,
         "steps": bridge.steps,
-        "timings": {"load": round(loaded - started, 4), "run": round(time.perf_counter() - loaded, 4)},
+        "timings": timings(),
     }
     return result, metadata

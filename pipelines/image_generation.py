@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 from PIL import Image
 from pydantic import Field, field_validator
@@ -14,7 +13,7 @@ from pipelines.diffusion import (
     StepProgress,
     download_generation_model,
     generators,
-    load_model,
+    load_with_progress,
     random_seed,
     run_pipeline,
 )
@@ -65,10 +64,7 @@ def grid(images: list[Image.Image]) -> tuple[Image.Image, int, int]:
 def generate_image(job: JobInput, progress: Progress) -> JobOutput:
     """Generate ``num_images`` images from ``prompt``; several come back as one grid image."""
     params: ImageGenerationParameters = job.parameters
-    progress(0.01, "Loading the generation model")
-    started = time.perf_counter()
-    model = load_model()
-    loaded = time.perf_counter()
+    model, timings = load_with_progress(progress, "Loading the generation model")
     seed = params.seed if params.seed is not None else random_seed()
     seeds = image_seeds(seed, params.num_images)
     bridge = StepProgress(progress, "Generating image" if params.num_images == 1 else "Generating images")
@@ -88,7 +84,7 @@ def generate_image(job: JobInput, progress: Progress) -> JobOutput:
         **model.metadata(),
         "seed": seed,
         "steps": bridge.steps,
-        "timings": {"load": round(loaded - started, 4), "run": round(time.perf_counter() - loaded, 4)},
+        "timings": timings(),
     }
     if len(images) == 1:
         image = images[0]
