@@ -180,16 +180,19 @@ class JobClient:
             raise JobNotFound(task_id)
         return record
 
-    def _meta(self, task_id: str) -> dict[str, Any]:
-        raw = self.store.redis.get(self.celery.backend.get_key_for_task(task_id))
-        return json.loads(raw) if raw else {"status": PENDING, "result": None}
-
-    def status(self, task_id: str) -> JobStatus:
-        """The job's current state; raises :class:`JobNotFound` for unknown or expired ids."""
+    def _read(self, task_id: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """(canonical id, job record, Celery state), in one round trip; :class:`JobNotFound` if gone."""
         task_id = self._canonical(task_id)
         record, raw_meta = self.store.snapshot(task_id, self.celery.backend.get_key_for_task(task_id))
         if record is None:
             raise JobNotFound(task_id)
+        return task_id, record, json.loads(raw_meta) if raw_meta else {"status": PENDING, "result": None}
+
+    def status(self, task_id: str) -> JobStatus:
+        """The job's current state; raises :class:`JobNotFound` for unknown or expired ids."""
+        return self._status_of(*self._read(task_id))
+
+    def _status_of(self, task_id: str, record: dict[str, str], meta: dict[str, Any]) -> JobStatus:
         task_type, queue = record["task_type"], record["queue"]
 
         def make(state: str, progress: int, message: str, **extra: Any) -> JobStatus:
@@ -197,7 +200,6 @@ class JobClient:
 
         if record.get("outcome") == OUTCOME_REVOKED:
             return make(REVOKED, 0, "Cancelled")
-        meta: dict[str, Any] = json.loads(raw_meta) if raw_meta else {"status": PENDING, "result": None}
         state, info = meta["status"], meta.get("result")
         if state == PENDING:
             return self._queued(task_id, record, make)
@@ -254,10 +256,11 @@ class JobClient:
 
     def result(self, task_id: str) -> tuple[JobStatus, dict[str, Any], bytes]:
         """The finished job's result metadata and PNG; :class:`JobConflict` if not ``SUCCESS``."""
-        status = self.status(task_id)
+        task_id, record, meta = self._read(task_id)
+        status = self._status_of(task_id, record, meta)
         if status.status != SUCCESS:
             raise JobConflict(f"Task is {status.status}, no result", status)
-        result = self._meta(status.task_id).get("result") or {}
+        result = meta.get("result") or {}
         png = self.store.output_image(status.task_id)
         if png is None:
             raise JobNotFound(task_id)

@@ -139,8 +139,7 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
         log.warning("Job %s expired as it started; dropping it", job_id)
         raise Ignore()
     if attempt > MAX_ATTEMPTS:
-        store.finished(job_id)
-        store.claim_outcome(job_id, OUTCOME_FAILURE)
+        fail(store, job_id)
         raise JobFailed(f"Worker lost: the job's worker died {attempt - 1} times while running it; not retried again")
 
     operation = OPERATIONS[task_type]
