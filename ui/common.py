@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import html
-import io
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,6 @@ from typing import Any
 
 import gradio as gr
 import redis
-from PIL import Image
 
 from jobs import (
     FINISHED,
@@ -91,8 +89,20 @@ def save_result(task_id: str) -> str:
         with contextlib.suppress(FileNotFoundError):  # concurrent jobs clean up the same old files
             if now - old.stat().st_mtime > 3600:
                 old.unlink(missing_ok=True)
-    path = RESULTS / f"{task_id}.png"
-    path.write_bytes(png)
+    return publish(f"{task_id}.png", png)
+
+
+def publish(name: str, data: bytes) -> str:
+    """Put ``data`` at ``RESULTS/name`` in one step and return the path.
+
+    Gradio hashes a returned file, then copies it into its cache: a file rewritten in place
+    (a second viewer of the same job, the next preview) could be copied half-written.
+    """
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    with tempfile.NamedTemporaryFile(dir=RESULTS, prefix=f".{name}.", delete=False) as staging:
+        staging.write(data)
+    Path(staging.name).replace(path)
     return str(path)
 
 
@@ -103,7 +113,7 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
     """
     client = get_client()
     last_message = last_preview = None
-    shown: Image.Image | None = None  # the latest preview stays up while the messages change
+    shown: str | None = None  # the latest preview stays up while the messages change
     failures = 0
     poll = POLL_FIRST
     while True:
@@ -133,17 +143,15 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
         progress(None if status.status == "PENDING" else status.progress / 100, desc=status.message)
         if status.preview and status.preview != last_preview:  # the engine's picture of the work so far
             last_preview, last_message = status.preview, status.message
-            shown = preview_image(status.preview)
+            # A file, written once per preview: a PIL image would be re-encoded into the same
+            # cache file on every yield, truncating it under a client still downloading it.
+            shown = await asyncio.to_thread(publish, f"{task_id}.preview.png", base64.b64decode(status.preview))
             yield shown, task_id, status.message
         elif status.message != last_message:
             last_message = status.message
             yield shown, task_id, status.message
         await asyncio.sleep(poll)
         poll = min(POLL_MAX, poll * 1.5)
-
-
-def preview_image(data: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(data)))
 
 
 async def run(task_type: str, progress: gr.Progress, **submission: Any) -> AsyncIterator[Update]:
