@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from access import RequireAuth
-from jobs import JobClient, JobConflict, JobNotFound, RateLimited, ServiceUnavailable, get_client
+from jobs import WAIT_MAX, JobClient, JobConflict, JobNotFound, RateLimited, ServiceUnavailable, get_client
 from pipelines import OPERATIONS
 from pipelines.base import IMAGE_FIELDS
 from pipelines.style_transfer import STYLE_PRESETS
@@ -116,6 +117,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def error(status_code: int, error: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     body = {"error": error, **{key: value for key, value in extra.items() if value is not None}}
     return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds, or -1 for anything else (so that it fails the range check)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return -1.0
+    return seconds if math.isfinite(seconds) else -1.0
 
 
 def not_found(task_id: str) -> JSONResponse:
@@ -272,13 +282,25 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
         responses=ERRORS,
         tags=["tasks"],
     )
-    def task_status(task_id: str) -> Any:
-        """A job's state, progress and message; its queue position while queued."""
+    async def task_status(task_id: str, wait: str | None = None) -> Any:
+        """A job's state, progress and message; its queue position while queued.
+
+        With ``?wait=S`` (seconds, up to 30) the answer waits until the job's status changes
+        (progress, a new message, the end) or S seconds pass: a script hears of each change at
+        once, without polling fast.
+        """
+        seconds = 0.0
+        if wait is not None:
+            seconds = _seconds(wait)
+            if not 0 <= seconds <= WAIT_MAX:
+                return invalid({"wait": [f"wait must be a number of seconds from 0 to {WAIT_MAX:g}, got {wait!r}"]})
         try:
-            # A response, not a dict: the model above documents it, without re-validating every poll.
-            return JSONResponse(client().status(task_id).as_dict())
+            jobs = client()
+            status = await (jobs.watch(task_id, seconds) if seconds else run_in_threadpool(jobs.status, task_id))
         except JobNotFound:
             return not_found(task_id)
+        # A response, not a dict: the model above documents it, without re-validating every poll.
+        return JSONResponse(status.as_dict())
 
     @router.get(
         "/api/v1/tasks/{task_id}/result/",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -9,11 +10,13 @@ import json
 import math
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
+import redis.asyncio
 from celery import Celery
 
 from pipelines.validation import InvalidSubmission, validate_submission
@@ -34,6 +37,10 @@ __all__ = [
 
 PENDING, PROCESSING, SUCCESS, FAILURE, REVOKED = "PENDING", "PROCESSING", "SUCCESS", "FAILURE", "REVOKED"
 FINISHED = (SUCCESS, FAILURE, REVOKED)
+WAIT_MAX = 30.0  # seconds a status request may wait for a change (?wait=)
+RECHECK = 0.5  # while waiting, what is not published (queue position, a cancel) is re-read this often
+WAITERS_MAX = 1000  # waiting requests per web process (a Redis connection each); beyond, answers come at once
+_waiters = 0
 
 
 class JobNotFound(LookupError):
@@ -163,6 +170,34 @@ class JobClient:
         return JobStatus(job_id, PENDING, 0, f"{task_type} task submitted successfully", False, task_type, queue)
 
     # -- follow ---------------------------------------------------------------------------
+    async def watch(self, task_id: str, seconds: float) -> JobStatus:
+        """The job's status once it differs from now, or once ``seconds`` have passed (long polling).
+
+        Celery's Redis backend publishes every state it stores on the job's key (progress, the end),
+        so a waiting client hears of it at once instead of at its next poll.
+        """
+        global _waiters
+        task_id = self._canonical(task_id)
+        if _waiters >= WAITERS_MAX:
+            return await asyncio.to_thread(self.status, task_id)
+        key = self.celery.backend.get_key_for_task(task_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(seconds, WAIT_MAX)
+        _waiters += 1
+        try:
+            async with _listener(self.settings.broker_url).pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.subscribe(key)  # before the first read: nothing published in between is missed
+                first = current = await asyncio.to_thread(self.status, task_id)
+                while current.status not in FINISHED and _looks(current) == _looks(first):
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    await pubsub.get_message(timeout=min(remaining, RECHECK))
+                    current = await asyncio.to_thread(self.status, task_id)
+                return current
+        finally:
+            _waiters -= 1
+
     @staticmethod
     def _canonical(task_id: str) -> str:
         """The id as we write it (lower-case UUID); :class:`JobNotFound` for anything else."""
@@ -293,6 +328,24 @@ class JobClient:
             "redis": {"reachable": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)},
             "queues": {queue: {"workers": workers[queue], "waiting": waiting[queue]} for queue in QUEUES},
         }
+
+
+_listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.asyncio.Redis]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _listener(url: str) -> redis.asyncio.Redis:
+    """An asyncio Redis client (a connection pool) per event loop and URL, for the waiting requests."""
+    clients = _listeners.setdefault(asyncio.get_running_loop(), {})
+    if url not in clients:
+        clients[url] = redis.asyncio.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
+    return clients[url]
+
+
+def _looks(status: JobStatus) -> tuple[Any, ...]:
+    """What a waiting client wants to hear a change of."""
+    return status.status, status.progress, status.message, status.position, status.updated_at, status.preview
 
 
 @lru_cache(maxsize=1)

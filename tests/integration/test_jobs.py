@@ -7,6 +7,7 @@ import io
 import json
 import re
 import textwrap
+import threading
 import time
 from typing import Any
 
@@ -16,7 +17,7 @@ from PIL import Image
 from pipelines.object_removal import mask_array
 from tasks.store import input_key, job_key, output_key, queued_key
 from tests.conftest import b64, png_bytes
-from tests.integration.conftest import Api
+from tests.integration.conftest import FINISHED, Api
 from tests.support.operations import executions_key
 from tests.support.stack import wait_until
 
@@ -158,6 +159,50 @@ def test_progress_is_published_and_monotonic(api: Api) -> None:
     assert [s["progress"] for s in processing] == sorted(s["progress"] for s in processing)
     assert any(status["message"] == "Step 5/8" for status in processing)
     assert all(0 <= status["progress"] <= 100 for status in trace)
+
+
+def test_status_can_wait_for_the_next_change(api: Api) -> None:
+    """``?wait=S`` answers as soon as the job's status changes, not after S seconds: a script
+    following a job with it sees every step, in order, once each."""
+    task_id = api.submit(steps_job(steps=4, delay=0.6))
+    seen = [api.wait(task_id, states=("PROCESSING",))]
+    started = time.monotonic()
+    while seen[-1]["status"] not in FINISHED:
+        response = api.http.get(f"/api/v1/tasks/{task_id}/status/?wait=25")
+        assert response.status_code == 200, response.text
+        seen.append(response.json())
+        assert seen[-1] != seen[-2], "an answer came with nothing changed before the wait was over"
+        assert len(seen) < 20
+    assert time.monotonic() - started < 20  # woken by each change: four steps of 0.6 s, not 25 s waits
+    assert seen[-1]["status"] == "SUCCESS"
+    progress = [status["progress"] for status in seen]
+    assert progress == sorted(progress) and progress[-1] == 100
+    assert {f"Step {n}/4" for n in (2, 3, 4)} <= {status["message"] for status in seen}
+    # A finished job answers at once, whatever the wait.
+    started = time.monotonic()
+    assert api.http.get(f"/api/v1/tasks/{task_id}/status/?wait=25").json()["status"] == "SUCCESS"
+    assert time.monotonic() - started < 5
+
+
+def test_status_wait_notices_a_cancel(api: Api, busy_cpu: str) -> None:
+    """A cancel is not published on the job's channel; the waiting request still sees it."""
+    queued = api.submit(steps_job(steps=1, delay=0))
+    before = api.status(queued)
+    assert before["status"] == "PENDING"
+    threading.Timer(0.3, lambda: api.cancel(queued)).start()
+    after = api.http.get(f"/api/v1/tasks/{queued}/status/?wait=25").json()
+    assert after["status"] == "REVOKED", after
+
+
+def test_status_wait_must_be_a_number_of_seconds(api: Api) -> None:
+    task_id = api.submit(steps_job(steps=1, delay=0))
+    for wait in ("abc", "-1", "31", "nan", "inf", "1e400", ""):
+        response = api.http.get(f"/api/v1/tasks/{task_id}/status/", params={"wait": wait})
+        assert response.status_code == 400, (wait, response.text)
+        assert "wait must be a number of seconds from 0 to 30" in response.json()["details"]["wait"][0]
+    assert api.http.get(f"/api/v1/tasks/{task_id}/status/?wait=0").status_code == 200
+    missing = api.http.get("/api/v1/tasks/00000000-0000-4000-8000-000000000000/status/?wait=5")
+    assert missing.status_code == 404 and missing.json()["error"] == "Task not found"
 
 
 def test_step_previews_reach_the_status(api: Api) -> None:

@@ -22,6 +22,7 @@ def test_unreachable_redis_is_a_fast_503() -> None:
         requests = [
             ("post", "/api/v1/tasks/submit/", {"json": {"task_type": "image_generation", "prompt": "a boat"}}),
             ("get", "/api/v1/tasks/00000000-0000-4000-8000-000000000000/status/", {}),
+            ("get", "/api/v1/tasks/00000000-0000-4000-8000-000000000000/status/?wait=20", {}),
             ("post", "/api/v1/tasks/00000000-0000-4000-8000-000000000000/cancel/", {}),
             ("get", "/healthz", {}),
         ]
@@ -50,10 +51,15 @@ def test_a_stalled_redis_is_a_503_and_recovers_by_itself(tmp_path: Path) -> None
                 response = http.get("/healthz")
                 assert time.monotonic() - started < 1.5
                 assert response.status_code == 503
+                started = time.monotonic()  # a long poll does not wait out its 20 s on a stalled Redis
+                response = http.get("/api/v1/tasks/00000000-0000-4000-8000-000000000000/status/?wait=20")
+                assert time.monotonic() - started < 3
+                assert response.status_code == 503, response.text
             finally:
                 server.process.send_signal(signal.SIGCONT)
             assert http.get("/healthz").status_code == 200
-            status = http.get("/api/v1/tasks/00000000-0000-4000-8000-000000000000/status/")
-            assert status.status_code == 404
+            for query in ("", "?wait=1"):  # the waiting requests' connections recover too
+                status = http.get(f"/api/v1/tasks/00000000-0000-4000-8000-000000000000/status/{query}")
+                assert status.status_code == 404, status.text
     finally:
         server.stop()
