@@ -6,10 +6,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.support.operations import register
 
 register()  # so tests can occupy a worker with a long test_steps job
+
+# Playwright's 5 s default is short for a busy 2-core CI machine that also runs Redis, workers
+# and the server: assertions that name no timeout get 15 s.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 from playwright.sync_api import Locator, Page, expect
+
+from tests.conftest import b64
+from tests.support.stack import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
@@ -75,3 +79,27 @@ def upload_to_editor(editor: Locator, path: Path) -> None:
         except AssertionError:
             page.wait_for_timeout(500)
     expect(placeholder).to_be_hidden(timeout=1_000)
+
+
+def occupy_cpu(live_server: str, photo: Any) -> str:
+    """Keep the cpu worker busy (a 2-minute job: always cancelled, never waited out); its task id."""
+    body = {"task_type": "test_steps", "image": b64(photo.resize((8, 8))), "parameters": {"steps": 2400, "delay": 0.05}}
+    task_id: str = httpx.post(f"{live_server}/api/v1/tasks/submit/", json=body).json()["task_id"]
+    status = f"{live_server}/api/v1/tasks/{task_id}/status/"
+    wait_until(lambda: httpx.get(status).json()["status"] == "PROCESSING", 30, what="the cpu worker to be busy")
+    return task_id
+
+
+def stable_box(locator: Locator, timeout: float = 10.0) -> dict[str, float]:
+    """The element's bounding box once it stops moving (a canvas still laying out loses strokes)."""
+    previous = None
+
+    def settled() -> dict[str, float] | None:
+        nonlocal previous
+        box = locator.bounding_box()
+        same = box is not None and box == previous and box["width"] > 0
+        previous = box
+        return box if same else None
+
+    result: dict[str, float] = wait_until(settled, timeout, interval=0.2, what="the element to settle")
+    return result

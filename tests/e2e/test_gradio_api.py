@@ -13,8 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import b64
-from tests.e2e.helpers import EXAMPLES
+from tests.e2e.helpers import EXAMPLES, occupy_cpu
 from tests.support.stack import wait_until
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -82,7 +81,7 @@ def test_submit_returns_an_id_at_once_and_task_status_follows_it(
     """Every tab's engine, through the Gradio API (tiny models where an engine needs weights)."""
     started = time.monotonic()
     task_id = client.predict(*inputs(task_type, faces), api_name=f"/submit_{task_type}")
-    assert UUID.match(task_id) and time.monotonic() - started < 5
+    assert UUID.match(task_id) and time.monotonic() - started < 15  # at once, not after the job
 
     def finished() -> dict[str, Any] | None:
         status: dict[str, Any] = client.predict(task_id, api_name="/task_status")
@@ -99,7 +98,7 @@ def test_submit_returns_an_id_at_once_and_task_status_follows_it(
 
 
 def test_progress_streams_to_the_client(client: Any, live_server: str, photo: Any) -> None:
-    blocker = _occupy_cpu(live_server, photo)
+    blocker = occupy_cpu(live_server, photo)
     try:
         job = client.submit(*inputs("object_removal"), api_name="/object_removal")
         queued = wait_until(
@@ -131,7 +130,7 @@ def test_errors_reach_the_script_as_app_errors(client: Any) -> None:
 def test_cancel_task_stops_a_queued_job_and_refuses_a_finished_one(client: Any, live_server: str, photo: Any) -> None:
     from gradio_client.exceptions import AppError
 
-    blocker = _occupy_cpu(live_server, photo)
+    blocker = occupy_cpu(live_server, photo)
     try:
         task_id = client.predict(*inputs("object_removal"), api_name="/submit_object_removal")
         assert client.predict(task_id, api_name="/task_status")["status"] == "PENDING"
@@ -147,7 +146,7 @@ def test_thirty_waiting_users_do_not_block_a_thirty_first(
     client: Any, live_server: str, photo: Any, redis_client: Any
 ) -> None:
     """Thirty streams wait on queued cpu jobs; a gpu job submitted after them still runs at once."""
-    blocker = _occupy_cpu(live_server, photo)
+    blocker = occupy_cpu(live_server, photo)
     waiting = [client.submit(*inputs("object_removal"), api_name="/object_removal") for _ in range(30)]
     try:
         wait_until(lambda: all(len(job.outputs()) >= 1 for job in waiting), 60, interval=0.2, what="30 task ids")
@@ -155,7 +154,7 @@ def test_thirty_waiting_users_do_not_block_a_thirty_first(
         started = time.monotonic()
         image, _task_id, status = client.predict(*inputs("style_transfer"), api_name="/style_transfer")
         assert status == "Done" and Image.open(image).size == (600, 400)
-        assert time.monotonic() - started < 20
+        assert time.monotonic() - started < 45  # not behind the thirty queued cpu jobs
         assert not any(job.done() for job in waiting)  # they are still waiting, not dropped
     finally:
         for job in waiting:
@@ -181,13 +180,6 @@ def test_identical_uploads_submitted_at_once_all_go_through(client: Any, live_se
         interval=0.5,
         what="the 30 jobs",
     )
-
-
-def _occupy_cpu(live_server: str, photo: Any) -> str:
-    body = {"task_type": "test_steps", "image": b64(photo.resize((8, 8))), "parameters": {"steps": 1200, "delay": 0.05}}
-    task_id: str = httpx.post(f"{live_server}/api/v1/tasks/submit/", json=body).json()["task_id"]
-    wait_until(lambda: httpx.get(f"{live_server}/api/v1/tasks/{task_id}/status/").json()["status"] == "PROCESSING", 30)
-    return task_id
 
 
 def test_generation_streams_step_previews_before_the_image(client: Any, engines: Path) -> None:

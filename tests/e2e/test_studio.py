@@ -12,12 +12,13 @@ import numpy as np
 from PIL import Image
 from playwright.sync_api import Page, expect
 
-from tests.conftest import b64
 from tests.e2e.helpers import (
     EXAMPLES,
+    occupy_cpu,
     open_tab,
     record,
     seen,
+    stable_box,
     task_id_of,
     upload,
     upload_to_editor,
@@ -64,14 +65,12 @@ def test_remove_object_by_painting_a_mask(page: Page, live_server: str) -> None:
     editor = tab.locator("#object-editor")
     upload_to_editor(editor, EXAMPLES / "coffee.jpg")
     expect(editor.get_by_role("button", name="Brush Size")).to_be_visible(timeout=15_000)  # the brush is active
-    page.wait_for_timeout(300)
-    box = editor.locator("canvas").first.bounding_box()
-    assert box
+    box = stable_box(editor.locator("canvas").first)
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx - 30, cy)
     page.mouse.down()
     for step in range(1, 16):
-        page.mouse.move(cx - 30 + step * 4, cy + (step % 3) * 3)
+        page.mouse.move(cx - 30 + step * 4, cy + (step % 3) * 3, steps=3)
     page.mouse.up()
     record(page)
     tab.get_by_role("button", name="Run").click()
@@ -87,14 +86,7 @@ def test_remove_object_by_painting_a_mask(page: Page, live_server: str) -> None:
 
 
 def test_queued_job_shows_its_place_and_cancel_stops_it(page: Page, live_server: str, photo: Any) -> None:
-    blocker = httpx.post(
-        f"{live_server}/api/v1/tasks/submit/",
-        json={
-            "task_type": "test_steps",
-            "image": b64(photo.resize((8, 8))),
-            "parameters": {"steps": 400, "delay": 0.05},
-        },
-    ).json()["task_id"]
+    blocker = occupy_cpu(live_server, photo)
     try:
         page.goto(live_server)
         tab = open_tab(page, "Remove object", "object_removal")

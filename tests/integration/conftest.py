@@ -76,15 +76,16 @@ def api(workers: dict[str, Worker]) -> Iterator[Api]:
 
 @pytest.fixture
 def busy_cpu(api: Api, photo: Any, redis_client: Any) -> Iterator[str]:
-    """Keep the only cpu worker busy with a long job; cancel it afterwards."""
+    """Keep the only cpu worker busy with a long job (2 minutes: always cancelled, never waited out)."""
     from tests.conftest import b64
 
     task_id = api.submit(
-        {"task_type": "test_steps", "image": b64(photo.resize((8, 8))), "parameters": {"steps": 600, "delay": 0.05}}
+        {"task_type": "test_steps", "image": b64(photo.resize((8, 8))), "parameters": {"steps": 2400, "delay": 0.05}}
     )
     api.wait(task_id, ("PROCESSING",))
     yield task_id
-    api.cancel(task_id)
-    api.wait(task_id, ("REVOKED",))
+    if api.status(task_id)["status"] not in FINISHED:  # a test may have cancelled it already
+        api.cancel(task_id)
+    api.wait(task_id, ("REVOKED",), timeout=60)
     # The broker list, not /healthz: cancelled messages stay there until the worker pops and skips them.
     wait_until(lambda: redis_client.llen("cpu") == 0, 20, what="cpu queue drained")

@@ -16,7 +16,7 @@ from tests.integration.conftest import Api
 from tests.integration.test_jobs import steps_job
 from tests.support.stack import Worker, wait_until
 
-TTL = 2
+TTL = 5  # short, yet longer than a queued job waits for the idle worker on a loaded machine
 TIME_LIMIT = 4
 
 
@@ -75,9 +75,9 @@ def test_a_gpu_job_waits_for_a_gpu_worker(short: tuple[Api, Any], photo: Any) ->
 
 def test_a_job_running_longer_than_the_ttl_keeps_its_keys(short: tuple[Api, Any]) -> None:
     api, _ = short
-    task_id = api.submit(steps_job(steps=12, delay=0.25))  # 3 s of work, TTL 2 s: kept alive while it runs
+    task_id = api.submit(steps_job(steps=24, delay=0.3))  # 7 s of work, TTL 5 s: kept alive while it runs
     seen = set()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         response = api.http.get(f"/api/v1/tasks/{task_id}/status/")
         assert response.status_code == 200, response.text  # never a 404 or a 500 mid-run

@@ -29,7 +29,7 @@ def test_unreachable_redis_is_a_fast_503() -> None:
         for method, path, kwargs in requests:
             started = time.monotonic()
             response = http.request(method, path, **kwargs)
-            assert time.monotonic() - started < 1.0, path
+            assert time.monotonic() - started < 2.5, path  # a fast answer, not a hang (sockets time out at 1 s)
             assert response.status_code == 503, (path, response.text)
             assert "Redis is unreachable" in response.json()["message"]
         assert http.get("/healthz").json()["redis"] == {"reachable": False}
@@ -49,11 +49,11 @@ def test_a_stalled_redis_is_a_503_and_recovers_by_itself(tmp_path: Path) -> None
             try:
                 started = time.monotonic()
                 response = http.get("/healthz")
-                assert time.monotonic() - started < 1.5
+                assert time.monotonic() - started < 3  # the socket timeout is 1 s; not the 20 s wait
                 assert response.status_code == 503
                 started = time.monotonic()  # a long poll does not wait out its 20 s on a stalled Redis
                 response = http.get("/api/v1/tasks/00000000-0000-4000-8000-000000000000/status/?wait=20")
-                assert time.monotonic() - started < 3
+                assert time.monotonic() - started < 4
                 assert response.status_code == 503, response.text
             finally:
                 server.process.send_signal(signal.SIGCONT)

@@ -29,7 +29,7 @@ def test_a_job_whose_whole_worker_is_killed_finishes_elsewhere(
         owner = wait_until(lambda: redis_client.hget(f"atelier:job:{task_id}", "worker"), 20, what="the job to start")
         assert owner.decode().startswith("doomed@test#")
         kill_worker(doomed)
-        retrying = api.wait(task_id, ("PENDING",), timeout=30)  # noticed within the heartbeat window
+        retrying = api.wait(task_id, ("PENDING",), timeout=60)  # noticed within the heartbeat window
         assert "retrying after a worker was lost" in retrying["message"]
         api.cancel(busy_cpu)  # free the surviving worker
         done = api.wait(task_id, timeout=60)
@@ -84,7 +84,7 @@ def test_a_message_fetched_by_a_worker_that_died_before_starting_is_queued_again
     redis_client.hset("unacked", tag, json.dumps([message, "cpu", "cpu"]))
     redis_client.zadd("unacked_index", {tag: time.time() - 120})  # fetched two minutes ago, never started
 
-    assert api.wait(job_id, timeout=30)["status"] == "SUCCESS"
+    assert api.wait(job_id, timeout=60)["status"] == "SUCCESS"
     assert redis_client.get(executions_key("in-limbo")) == b"1"
     assert not redis_client.hexists("unacked", tag)
 

@@ -13,6 +13,7 @@ from tests.conftest import b64
 from tests.integration.conftest import Api
 from tests.integration.test_jobs import SMALL, steps_job
 from tests.pipelines.test_validation import BAD_INPUTS
+from tests.support.stack import settle
 
 OTHER_HTTP_CASES = [
     # (case, raw body, content type, expected status, field in details or None)
@@ -37,6 +38,7 @@ def untouched(api: Api, redis_client: Any) -> Iterator[None]:
         records = sum(1 for _ in redis_client.scan_iter("atelier:job:*"))
         return records, redis_client.llen("cpu") + redis_client.llen("gpu")
 
+    settle(redis_client)
     before = snapshot()
     yield
     assert snapshot() == before

@@ -17,7 +17,7 @@ from tests.integration.conftest import Api
 from tests.integration.test_jobs import steps_job
 from tests.support.stack import Worker, wait_until
 
-TTL = 8  # long enough for all 200 jobs to finish before the first expire, even on a slow machine
+TTL = 20  # long enough for all 200 jobs to finish before the first expires, even on a loaded machine
 
 
 @pytest.fixture(scope="module")

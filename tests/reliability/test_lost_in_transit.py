@@ -48,7 +48,7 @@ def test_a_job_whose_message_never_reached_a_queue_is_sent_again_once(
     redis_client.zadd(queued_key("cpu"), {job_id: created})
     assert not in_broker(redis_client, job_id)
 
-    assert api.wait(job_id, timeout=40)["status"] == "SUCCESS"
+    assert api.wait(job_id, timeout=90)["status"] == "SUCCESS"
     assert redis_client.get(executions_key("lost-in-transit")) == b"1"
     assert redis_client.hget(job_key(job_id), "attempts") == b"1"
     assert redis_client.hexists(job_key(job_id), "resent")

@@ -42,17 +42,17 @@ def enqueued(db: redis.Redis) -> tuple[int, int]:
 
 def test_over_the_limit_is_a_429_with_retry_after_and_nothing_enqueued(db: tuple[str, redis.Redis]) -> None:
     url, client = db
-    app, _ = app_for(url, rate_limit="3/2s")
+    app, _ = app_for(url, rate_limit="3/5s")  # 5 s: the first submits may be slow
     with TestClient(app) as http, TestClient(app, client=("10.9.8.7", 4000)) as other:
         assert [http.post("/api/v1/tasks/submit/", json=steps_job()).status_code for _ in range(3)] == [202] * 3
         before = enqueued(client)
         refused = http.post("/api/v1/tasks/submit/", json=steps_job())
         assert refused.status_code == 429
         retry_after = int(refused.headers["Retry-After"])
-        assert 1 <= retry_after <= 2
+        assert 1 <= retry_after <= 5
         body = refused.json()
         assert body["error"] == "Too many requests" and body["retry_after"] == retry_after
-        assert "3/2s" in body["message"] and f"try again in {retry_after} s" in body["message"]
+        assert "3/5s" in body["message"] and f"try again in {retry_after} s" in body["message"]
         assert enqueued(client) == before == (3, 3)
         # Bad or huge bodies count too, and are refused before they are read.
         assert (

@@ -28,6 +28,17 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
         time.sleep(interval)
 
 
+def settle(db: Any, timeout: float = 60) -> None:
+    """Wait until no job is queued or held by a worker (acks are late: a fetched job is in
+    ``unacked`` until it ended), so that counting keys is not disturbed by earlier tests' jobs."""
+    wait_until(
+        lambda: db.llen("cpu") + db.llen("gpu") == 0 and not db.hlen("unacked"),
+        timeout,
+        interval=0.1,
+        what="earlier jobs to finish",
+    )
+
+
 class RedisServer:
     def __init__(self, data_dir: Path, password: str | None = None) -> None:
         sys.path.insert(0, str(ROOT))
