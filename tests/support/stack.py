@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,14 +30,19 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
 
 
 def settle(db: Any, timeout: float = 60) -> None:
-    """Wait until no job is queued or held by a worker (acks are late: a fetched job is in
-    ``unacked`` until it ended), so that counting keys is not disturbed by earlier tests' jobs."""
-    wait_until(
-        lambda: db.llen("cpu") + db.llen("gpu") == 0 and not db.hlen("unacked"),
-        timeout,
-        interval=0.1,
-        what="earlier jobs to finish",
-    )
+    """Wait until no job is queued or held by a worker and not yet ended, so that counting keys
+    is not disturbed by earlier tests' jobs. (Acks are late: a fetched job sits in ``unacked``
+    until it ends; the message of a job whose worker was killed stays there after the job was
+    sent again and finished, until the visibility timeout.)"""
+
+    def unfinished() -> list[str]:
+        held = [json.loads(entry)[0]["headers"]["id"] for entry in db.hvals("unacked")]
+        waiting = [f"{queue}: {db.llen(queue)} queued" for queue in ("cpu", "gpu") if db.llen(queue)]
+        return waiting + [
+            job for job in held if db.exists(f"atelier:job:{job}") and not db.hget(f"atelier:job:{job}", "outcome")
+        ]
+
+    wait_until(lambda: not unfinished(), timeout, interval=0.1, what="earlier jobs to finish")
 
 
 class RedisServer:
