@@ -16,8 +16,8 @@ from tests.integration.conftest import Api
 from tests.integration.test_jobs import steps_job
 from tests.support.stack import Worker, wait_until
 
-TTL = 5  # short, yet longer than a queued job waits for the idle worker on a loaded machine
-TIME_LIMIT = 4
+TTL = 4  # short, yet longer than a queued job waits for the idle worker on a loaded machine
+TIME_LIMIT = 8  # longer than the TTL: a job may outlive its keys' first TTL
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,8 @@ def test_everything_of_a_job_expires_with_the_ttl(short: tuple[Api, Any]) -> Non
 
 def test_a_runaway_job_ends_as_failure_and_the_worker_goes_on(short: tuple[Api, Any]) -> None:
     api, _ = short
-    task_id = api.submit(steps_job(steps=100, delay=0.1))
-    failed = api.wait(task_id, timeout=15)
+    task_id = api.submit(steps_job(steps=200, delay=0.1))
+    failed = api.wait(task_id, timeout=30)
     assert failed["status"] == "FAILURE"
     assert failed["message"] == f"The job exceeded the time limit of {TIME_LIMIT} s"
     assert api.wait(api.submit(steps_job(steps=1, delay=0)))["status"] == "SUCCESS"
@@ -75,7 +75,7 @@ def test_a_gpu_job_waits_for_a_gpu_worker(short: tuple[Api, Any], photo: Any) ->
 
 def test_a_job_running_longer_than_the_ttl_keeps_its_keys(short: tuple[Api, Any]) -> None:
     api, _ = short
-    task_id = api.submit(steps_job(steps=24, delay=0.3))  # 7 s of work, TTL 5 s: kept alive while it runs
+    task_id = api.submit(steps_job(steps=20, delay=0.3))  # 6 s of work, TTL 4 s: kept alive while it runs
     seen = set()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
