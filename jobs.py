@@ -185,8 +185,9 @@ class JobClient:
         deadline = loop.time() + min(seconds, WAIT_MAX)
         _waiters += 1
         try:
-            async with _listener(self.settings.broker_url).pubsub(ignore_subscribe_messages=True) as pubsub:
-                await pubsub.subscribe(key)  # before the first read: nothing published in between is missed
+            async with _listener(self.settings.broker_url).pubsub() as pubsub:
+                await pubsub.subscribe(key)
+                await pubsub.get_message(timeout=1.0)  # its confirmation: from here on, nothing published is missed
                 first = current = await asyncio.to_thread(self.status, task_id)
                 while current.status not in FINISHED and _looks(current) == _looks(first):
                     remaining = deadline - loop.time()
