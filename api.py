@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import math
+import re
 from pathlib import Path
 from typing import Any
 
 import redis
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
@@ -120,12 +120,8 @@ def error(status_code: int, error: str, headers: dict[str, str] | None = None, *
 
 
 def _seconds(text: str) -> float:
-    """A finite number of seconds, or -1 for anything else (so that it fails the range check)."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        return -1.0
-    return seconds if math.isfinite(seconds) else -1.0
+    """Plain decimal seconds ("30", "0.5"), or -1 for anything else (so that it fails the range check)."""
+    return float(text) if re.fullmatch(r"[0-9]{1,6}(\.[0-9]{0,6})?|\.[0-9]{1,6}", text, re.ASCII) else -1.0
 
 
 def not_found(task_id: str) -> JSONResponse:
@@ -279,10 +275,19 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
         "/api/v1/tasks/{task_id}/status/",
         response_model=StatusResponse,
         response_model_exclude_none=True,
-        responses=ERRORS,
+        responses={**ERRORS, 400: {"model": ErrorResponse, "description": "wait is not a number from 0 to 30"}},
         tags=["tasks"],
     )
-    async def task_status(task_id: str, wait: str | None = None) -> Any:
+    async def task_status(
+        request: Request,
+        task_id: str,
+        wait: str | None = Query(
+            default=None,
+            description=f"Seconds, a number from 0 to {WAIT_MAX:g}: answer at the job's next change "
+            "(progress, a new message, its place in the queue, the end) or after this long",
+            examples=["30"],
+        ),
+    ) -> Any:
         """A job's state, progress and message; its queue position while queued.
 
         With ``?wait=S`` (seconds, up to 30) the answer waits until the job's status changes
@@ -294,9 +299,13 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
             seconds = _seconds(wait)
             if not 0 <= seconds <= WAIT_MAX:
                 return invalid({"wait": [f"wait must be a number of seconds from 0 to {WAIT_MAX:g}, got {wait!r}"]})
+
+        async def gone() -> bool:  # the client left, or the server is shutting down
+            return request.app.state.stopping() or await request.is_disconnected()
+
         try:
             jobs = client()
-            status = await (jobs.watch(task_id, seconds) if seconds else run_in_threadpool(jobs.status, task_id))
+            status = await (jobs.watch(task_id, seconds, gone) if seconds else run_in_threadpool(jobs.status, task_id))
         except JobNotFound:
             return not_found(task_id)
         # A response, not a dict: the model above documents it, without re-validating every poll.
@@ -425,6 +434,7 @@ def create_api(client_factory: Any = get_client, settings: Settings | None = Non
         version="0.1.0",
     )
     app.include_router(build_router(client_factory))
+    app.state.stopping = lambda: False  # app.run_web points it at uvicorn's exit flag: long polls end at once
     if settings.credentials or settings.tokens:
         app.add_middleware(RequireAuth, credentials=settings.credentials, tokens=settings.tokens)
     for exc_type in (

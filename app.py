@@ -273,6 +273,7 @@ def run_web(host: str, port: int, share: bool = False) -> None:
         app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5, proxy_headers=False
     )
     server = uvicorn.Server(config)
+    app.state.stopping = lambda: server.should_exit  # waiting status requests answer, and Ctrl-C is prompt
     if share:
         threading.Thread(target=_share_when_up, args=(server, port), name="share", daemon=True).start()
     log.info("Atelier on http://%s:%d (API docs at /docs)", host, port)

@@ -11,7 +11,7 @@ import math
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
@@ -39,6 +39,7 @@ PENDING, PROCESSING, SUCCESS, FAILURE, REVOKED = "PENDING", "PROCESSING", "SUCCE
 FINISHED = (SUCCESS, FAILURE, REVOKED)
 WAIT_MAX = 30.0  # seconds a status request may wait for a change (?wait=)
 RECHECK = 0.5  # while waiting, what is not published (queue position, a cancel) is re-read this often
+STARTS_IN = ", starts in about "
 WAITERS_MAX = 1000  # waiting requests per web process (a Redis connection each); beyond, answers come at once
 _waiters = 0
 
@@ -170,11 +171,13 @@ class JobClient:
         return JobStatus(job_id, PENDING, 0, f"{task_type} task submitted successfully", False, task_type, queue)
 
     # -- follow ---------------------------------------------------------------------------
-    async def watch(self, task_id: str, seconds: float) -> JobStatus:
+    async def watch(self, task_id: str, seconds: float, gone: Callable[[], Awaitable[bool]] | None = None) -> JobStatus:
         """The job's status once it differs from now, or once ``seconds`` have passed (long polling).
 
         Celery's Redis backend publishes every state it stores on the job's key (progress, the end),
-        so a waiting client hears of it at once instead of at its next poll.
+        so a waiting client hears of it at once instead of at its next poll. What is not published
+        (the queue position, a cancel) is re-read every ``RECHECK`` seconds, and so is ``gone()``:
+        a client that left, or a server shutting down, ends the wait.
         """
         global _waiters
         task_id = self._canonical(task_id)
@@ -191,11 +194,14 @@ class JobClient:
                 first = current = await asyncio.to_thread(self.status, task_id)
                 while current.status not in FINISHED and _looks(current) == _looks(first):
                     remaining = deadline - loop.time()
-                    if remaining <= 0:
+                    if remaining <= 0 or (gone is not None and await gone()):
                         break
-                    await pubsub.get_message(timeout=min(remaining, RECHECK))
+                    try:
+                        await pubsub.get_message(timeout=min(remaining, RECHECK))
+                    except redis.exceptions.ConnectionError:
+                        break  # the listener's connection dropped: answer with the last read
                     current = await asyncio.to_thread(self.status, task_id)
-                return current
+                return current  # the latest read: at most RECHECK seconds old
         finally:
             _waiters -= 1
 
@@ -276,7 +282,7 @@ class JobClient:
         else:
             if runtime is not None:
                 eta = round(self._wait(queue, position, workers, runtime), 1)
-                message += f", starts in about {max(1, round(eta))} s"
+                message += f"{STARTS_IN}{max(1, round(eta))} s"
         return make(PENDING, 0, message, position=position, eta_seconds=eta)
 
     def _wait(self, queue: str, position: int, workers: int, typical: float) -> float:
@@ -337,16 +343,20 @@ _listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis
 
 
 def _listener(url: str) -> redis.asyncio.Redis:
-    """An asyncio Redis client (a connection pool) per event loop and URL, for the waiting requests."""
+    """An asyncio Redis client per event loop and URL for the waiting requests: a connection each."""
     clients = _listeners.setdefault(asyncio.get_running_loop(), {})
     if url not in clients:
-        clients[url] = redis.asyncio.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
+        clients[url] = redis.asyncio.Redis.from_url(
+            url, socket_connect_timeout=0.5, socket_timeout=1.0, max_connections=WAITERS_MAX
+        )
     return clients[url]
 
 
 def _looks(status: JobStatus) -> tuple[Any, ...]:
-    """What a waiting client wants to hear a change of."""
-    return status.status, status.progress, status.message, status.position, status.updated_at, status.preview
+    """What a waiting client wants to hear a change of: not the start estimate, which moves with
+    the clock while anything runs."""
+    message = status.message.split(STARTS_IN)[0]
+    return status.status, status.progress, message, status.position, status.updated_at, status.preview
 
 
 @lru_cache(maxsize=1)

@@ -101,8 +101,15 @@ def publish(name: str, data: bytes) -> str:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / name
     with tempfile.NamedTemporaryFile(dir=RESULTS, prefix=f".{name}.", delete=False) as staging:
-        staging.write(data)
-    Path(staging.name).replace(path)
+        staging_path = Path(staging.name)
+        try:
+            staging.write(data)
+            staging.flush()
+            staging_path.chmod(0o644)  # as a plain write would have made it
+            staging_path.replace(path)
+        except BaseException:
+            staging_path.unlink(missing_ok=True)
+            raise
     return str(path)
 
 

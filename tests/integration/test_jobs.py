@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -9,6 +10,7 @@ import re
 import textwrap
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -195,13 +197,47 @@ def test_status_wait_notices_a_cancel(api: Api, busy_cpu: str) -> None:
     assert after["status"] == "REVOKED", after
 
 
+def test_status_wait_holds_a_queued_job_and_serves_many_waiters(api: Api, busy_cpu: str) -> None:
+    """A queued job's start estimate moves with the clock; that alone is no change to wake for.
+    More waiters than a Redis connection pool's default size (100) all wait and get their answer."""
+    queued = api.submit(steps_job(steps=1, delay=0))
+    started = time.monotonic()
+    held = api.http.get(f"/api/v1/tasks/{queued}/status/?wait=2").json()
+    assert held["status"] == "PENDING" and held["position"] == 1, held
+    assert time.monotonic() - started >= 1.5  # waited out, not woken by the estimate
+    with ThreadPoolExecutor(150) as pool:
+        answers = list(pool.map(lambda _: api.http.get(f"/api/v1/tasks/{queued}/status/?wait=2"), range(150)))
+    assert {response.status_code for response in answers} == {200}, {r.status_code: r.text for r in answers}
+    assert {response.json()["status"] for response in answers} == {"PENDING"}
+    api.cancel(queued)
+
+
+def test_a_waiter_ends_when_its_client_is_gone(api: Api, busy_cpu: str) -> None:
+    """``gone()`` (the client disconnected, or the server is stopping) ends the wait within a recheck."""
+    from jobs import get_client
+
+    queued = api.submit(steps_job(steps=1, delay=0))
+    asks = []
+
+    async def gone() -> bool:
+        asks.append(time.monotonic())
+        return len(asks) > 1
+
+    started = time.monotonic()
+    status = asyncio.run(get_client().watch(queued, 25, gone))
+    assert status.status == "PENDING" and len(asks) == 2
+    assert time.monotonic() - started < 10  # not the 25 s asked for
+    api.cancel(queued)
+
+
 def test_status_wait_must_be_a_number_of_seconds(api: Api) -> None:
     task_id = api.submit(steps_job(steps=1, delay=0))
-    for wait in ("abc", "-1", "31", "nan", "inf", "1e400", ""):
+    for wait in ("abc", "-1", "31", "30.5", "nan", "inf", "1e400", "", "1_0", "\u0661", " 1 ", "0x1"):
         response = api.http.get(f"/api/v1/tasks/{task_id}/status/", params={"wait": wait})
         assert response.status_code == 400, (wait, response.text)
         assert "wait must be a number of seconds from 0 to 30" in response.json()["details"]["wait"][0]
-    assert api.http.get(f"/api/v1/tasks/{task_id}/status/?wait=0").status_code == 200
+    for wait in ("0", "30", "0.25", ".5", "30.0"):
+        assert api.http.get(f"/api/v1/tasks/{task_id}/status/", params={"wait": wait}).status_code == 200, wait
     missing = api.http.get("/api/v1/tasks/00000000-0000-4000-8000-000000000000/status/?wait=5")
     assert missing.status_code == 404 and missing.json()["error"] == "Task not found"
 
