@@ -224,7 +224,8 @@ def test_a_waiter_ends_when_its_client_is_gone(api: Api, busy_cpu: str) -> None:
         return len(asks) > 1
 
     started = time.monotonic()
-    status = asyncio.run(get_client().watch(queued, 25, gone))
+    with ThreadPoolExecutor(1) as pool:  # a thread of its own: Playwright's sync API keeps a loop in this one
+        status = pool.submit(asyncio.run, get_client().watch(queued, 25, gone)).result()
     assert status.status == "PENDING" and len(asks) == 2
     assert time.monotonic() - started < 10  # not the 25 s asked for
     api.cancel(queued)
