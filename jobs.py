@@ -189,8 +189,13 @@ class JobClient:
         _waiters += 1
         try:
             async with _listener(self.settings.broker_url).pubsub() as pubsub:
-                await pubsub.subscribe(key)
-                await pubsub.get_message(timeout=1.0)  # its confirmation: from here on, nothing published is missed
+                try:
+                    await pubsub.subscribe(key)
+                    await pubsub.get_message(timeout=1.0)  # its confirmation: from now on nothing published is missed
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                    # No listener (a burst of connections, Redis slow or down): answer at once, as
+                    # without ?wait=; a Redis that is really down makes that a 503.
+                    return await asyncio.to_thread(self.status, task_id)
                 first = current = await asyncio.to_thread(self.status, task_id)
                 while current.status not in FINISHED and _looks(current) == _looks(first):
                     remaining = deadline - loop.time()
@@ -347,7 +352,7 @@ def _listener(url: str) -> redis.asyncio.Redis:
     clients = _listeners.setdefault(asyncio.get_running_loop(), {})
     if url not in clients:
         clients[url] = redis.asyncio.Redis.from_url(
-            url, socket_connect_timeout=0.5, socket_timeout=1.0, max_connections=WAITERS_MAX
+            url, socket_connect_timeout=2.0, socket_timeout=1.0, max_connections=WAITERS_MAX
         )
     return clients[url]
 
