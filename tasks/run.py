@@ -178,8 +178,7 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
         if key in output.metadata:
             provenance[f"atelier:{key}"] = output.metadata[key]
     png = encode_png(output.image, provenance)
-    when_redis_answers(lambda: store.finished(job_id), job_id, "ending it")
-    earlier = when_redis_answers(lambda: store.claim_outcome(job_id, OUTCOME_SUCCESS), job_id, "storing its outcome")
+    earlier = end(store, job_id, OUTCOME_SUCCESS)
     if earlier == OUTCOME_REVOKED:  # cancelled in the last instant
         self.backend.mark_as_revoked(job_id, reason="cancelled")
         raise Ignore()
@@ -205,9 +204,14 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     return result
 
 
-def fail(store: JobStore, job_id: str) -> None:
+def end(store: JobStore, job_id: str, outcome: str) -> str | None:
+    """Take the job off the running set and claim its outcome; the outcome claimed before, if any."""
     when_redis_answers(lambda: store.finished(job_id), job_id, "ending it")
-    when_redis_answers(lambda: store.claim_outcome(job_id, OUTCOME_FAILURE), job_id, "storing its outcome")
+    return when_redis_answers(lambda: store.claim_outcome(job_id, outcome), job_id, "storing its outcome")
+
+
+def fail(store: JobStore, job_id: str) -> None:
+    end(store, job_id, OUTCOME_FAILURE)
 
 
 def load_job(
