@@ -280,7 +280,16 @@ def reconcile(store: JobStore, celery: Any) -> None:
         send_again(celery, job_id, record)
     for job_id in store.find_unsent(QUEUES, UNSENT_AFTER):
         record = store.record(job_id)
-        if record is None or not store.claim_resend(job_id, "sent again: its message was lost in transit"):
+        if record is None:
+            continue
+        if record.get("resent"):  # sent again once and lost again: end it, rather than leave it queued forever
+            if store.claim_outcome(job_id, OUTCOME_FAILURE) is None:
+                store.dequeue(job_id, record["queue"])
+                celery.backend.mark_as_failure(
+                    job_id, JobFailed("Lost in transit: the job's message was lost twice on its way to a worker")
+                )
+            continue
+        if not store.claim_resend(job_id, "sent again: its message was lost in transit"):
             continue
         log.warning("Job %s is queued but its message is nowhere in Redis (lost in transit); sending it again", job_id)
         try:

@@ -19,7 +19,7 @@ import redis
 
 from jobs import JobClient
 from settings import Settings
-from tasks.store import UNACKED, JobStore, broker_lists, job_key, message_job_id, queued_key
+from tasks.store import RECONCILER_LOCK, UNACKED, JobStore, broker_lists, job_key, message_job_id, queued_key
 from tests.conftest import png_bytes
 from tests.integration.conftest import Api
 from tests.integration.test_jobs import SMALL, steps_job
@@ -54,6 +54,24 @@ def test_a_job_whose_message_never_reached_a_queue_is_sent_again_once(
     assert redis_client.hexists(job_key(job_id), "resent")
     # Once sent again, a job is never sent again: a second claim (another reconciler) loses.
     assert not client.store.claim_resend(job_id, "again")
+
+
+def test_a_job_lost_in_transit_a_second_time_fails_with_a_reason(api: Api, redis_client: Any) -> None:
+    """Sent again once and lost again: it ends FAILURE rather than waiting queued until it expires."""
+    from jobs import get_client
+
+    client = get_client()
+    job_id = str(uuid.uuid4())
+    record = {"prompt": "lost-twice", "parameters": {"steps": 1, "delay": 0}}
+    client.store.create(job_id, "test_steps", "cpu", {"image": png_bytes(SMALL)}, record)
+    assert client.store.claim_resend(job_id, "sent again: its message was lost in transit")  # and lost again
+    redis_client.zadd(queued_key("cpu"), {job_id: time.time() - 60})
+
+    failed = api.wait(job_id, timeout=90)
+    assert failed["status"] == "FAILURE"
+    assert failed["message"].startswith("Lost in transit"), failed
+    assert redis_client.get(executions_key("lost-twice")) is None  # it never ran
+    assert redis_client.zscore(queued_key("cpu"), job_id) is None  # and no longer counts as queued
 
 
 def test_only_one_reconciler_may_send_a_job_again(redis_client: Any) -> None:
@@ -98,6 +116,9 @@ def test_jobs_submitted_as_a_worker_is_killed_are_not_lost(redis_url: str, artif
     rounds, per_round = 4, 3
     jobs: dict[str, str] = {}  # task id → marker
     lost: list[str] = []
+    # No reconciler runs during the rounds (the test holds its lock): one sending a lost job again
+    # just as a victim is killed would lose it a second time. The rescuer reconciles at the end.
+    db.set(RECONCILER_LOCK, "test", ex=600)
     for round_ in range(rounds):
         victim = Worker("cpu", f"victim-{round_}", env={"REDIS_URL": url}, log=log).wait_ready(db)
 
@@ -118,6 +139,7 @@ def test_jobs_submitted_as_a_worker_is_killed_are_not_lost(redis_url: str, artif
         lost += [job_id for job_id in list(jobs)[-per_round:] if not in_broker(db, job_id)]
     print(f"\nlost in transit: {len(lost)} of {len(jobs)} jobs submitted 1 ms after a SIGKILL")
 
+    db.delete(RECONCILER_LOCK)
     rescuer = Worker("cpu", "rescuer", env={"REDIS_URL": url}, log=log).wait_ready(db)
     try:
         wait_until(
