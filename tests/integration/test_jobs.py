@@ -21,7 +21,7 @@ from tasks.store import input_key, job_key, output_key, queued_key
 from tests.conftest import b64, png_bytes
 from tests.integration.conftest import FINISHED, Api
 from tests.support.operations import executions_key
-from tests.support.stack import settle, wait_until
+from tests.support.stack import job_ids, settle, wait_until
 
 SMALL = Image.new("RGB", (16, 16), (10, 120, 200))
 
@@ -31,10 +31,6 @@ def steps_job(steps: int = 10, delay: float = 0.05, marker: str | None = None, *
     if marker:
         body["prompt"] = marker
     return body
-
-
-def job_keys(redis_client: Any) -> int:
-    return len(list(redis_client.scan_iter("atelier:job:*")))
 
 
 # -- the seed's three scenarios ------------------------------------------------------------------
@@ -74,7 +70,7 @@ def test_full_flow(api: Api, photo: Image.Image, mask: Image.Image) -> None:
 def test_input_validation(api: Api, redis_client: Any) -> None:
     """Bad input: 400 naming the field, and nothing stored or enqueued."""
     settle(redis_client)
-    keys, queued = job_keys(redis_client), redis_client.llen("gpu") + redis_client.llen("cpu")
+    keys, queued = job_ids(redis_client), redis_client.llen("gpu") + redis_client.llen("cpu")
     cases = [
         ({"task_type": "image_generation"}, "prompt", "Prompt is required for image_generation"),
         ({"task_type": "image_generation", "prompt": "x" * 5001}, "prompt", "at most 5000"),
@@ -94,7 +90,7 @@ def test_input_validation(api: Api, redis_client: Any) -> None:
         payload = response.json()
         assert payload["error"] == "Invalid input"
         assert any(words in message for message in payload["details"][field]), payload
-    assert job_keys(redis_client) == keys
+    assert job_ids(redis_client) == keys
     assert redis_client.llen("gpu") + redis_client.llen("cpu") == queued
 
 
@@ -142,7 +138,13 @@ def test_queue_position_and_eta(api: Api, redis_client: Any) -> None:
     wait_until(lambda: api.status(blocker)["progress"] >= 6, 20, what="the blocker's pace to show")
     queued = [api.submit(steps_job(steps=1, delay=0.2)) for _ in range(3)]
     try:
-        statuses = [api.status(task_id) for task_id in queued]
+
+        def snapshot() -> list[dict[str, Any]] | None:  # the blocker's pace read the same for all three
+            before = api.status(blocker)["progress"]
+            statuses = [api.status(task_id) for task_id in queued]
+            return statuses if api.status(blocker)["progress"] == before else None
+
+        statuses = wait_until(snapshot, 10, interval=0, what="three statuses between two progress updates")
         assert [status["position"] for status in statuses] == [1, 2, 3]
         assert statuses[2]["message"].startswith("Queued — 3rd in the cpu queue")
         # The running job's pace says it has ~14 s left: most of the wait, not the quick jobs ahead.
@@ -411,7 +413,7 @@ def test_output_keys_share_the_ttl(api: Api, redis_client: Any) -> None:
 
 def test_hostile_bodies_are_400s_not_500s(api: Api, redis_client: Any) -> None:
     settle(redis_client)
-    keys = job_keys(redis_client)
+    keys = job_ids(redis_client)
     deep = '{"task_type": "image_generation", "prompt": "x", "parameters": {"width": ' + "[" * 5000 + "]" * 5000 + "}}"
     cases = [
         (deep, "body"),
@@ -430,7 +432,7 @@ def test_hostile_bodies_are_400s_not_500s(api: Api, redis_client: Any) -> None:
     assert response.status_code == 400 and len(response.content) < 10_000
     long_name = api.http.post("/api/v1/tasks/submit/", json={"task_type": "x" * 100_000})
     assert long_name.status_code == 400 and len(long_name.content) < 2_000
-    assert job_keys(redis_client) == keys
+    assert job_ids(redis_client) == keys
 
 
 def test_multipart_is_as_strict_as_json(api: Api, photo: Image.Image, mask: Image.Image) -> None:

@@ -13,7 +13,7 @@ from tests.conftest import b64
 from tests.integration.conftest import Api
 from tests.integration.test_jobs import SMALL, steps_job
 from tests.pipelines.test_validation import BAD_INPUTS
-from tests.support.stack import settle
+from tests.support.stack import job_ids, settle
 
 OTHER_HTTP_CASES = [
     # (case, raw body, content type, expected status, field in details or None)
@@ -34,9 +34,8 @@ OTHER_HTTP_CASES = [
 def untouched(api: Api, redis_client: Any) -> Iterator[None]:
     """Nothing stored, nothing enqueued, and /healthz fine afterwards."""
 
-    def snapshot() -> tuple[int, int]:
-        records = sum(1 for _ in redis_client.scan_iter("atelier:job:*"))
-        return records, redis_client.llen("cpu") + redis_client.llen("gpu")
+    def snapshot() -> tuple[set[bytes], int]:
+        return job_ids(redis_client), redis_client.llen("cpu") + redis_client.llen("gpu")
 
     settle(redis_client)
     before = snapshot()

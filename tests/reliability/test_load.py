@@ -24,13 +24,12 @@ from PIL import Image, ImageDraw
 
 from app import free_port
 from tests.conftest import b64
-from tests.support.stack import wait_until
+from tests.support.stack import stable_keys, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS, CLIENTS, GRADIO_CLIENTS = 1000, 50, 10
 TTL = 25  # at 5 s, ~3% expired unrun: 25 clients per worker make the queue wait longer than that
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-TRANSIENT = {b"atelier:reconciler"}  # a 10 s lock the reconciler takes now and then
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ MEMORY = ("used_memory", "used_memory_dataset", "used_memory_peak", "mem_clients
 
 
 def snapshot(db: redis.Redis) -> tuple[set[bytes], dict[str, int]]:
-    keys = {key for key in db.scan_iter() if key not in TRANSIENT}
+    keys = stable_keys(db)
     info = db.info("memory")
     return keys, {name: int(info.get(name, 0)) for name in MEMORY} | {
         "clients": int(db.info("clients")["connected_clients"])

@@ -16,6 +16,8 @@ from typing import Any
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
+QUEUES = ("cpu", "gpu")
+FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
@@ -30,19 +32,43 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
 
 
 def settle(db: Any, timeout: float = 60) -> None:
-    """Wait until no job is queued or held by a worker and not yet ended, so that counting keys
-    is not disturbed by earlier tests' jobs. (Acks are late: a fetched job sits in ``unacked``
-    until it ends; the message of a job whose worker was killed stays there after the job was
-    sent again and finished, until the visibility timeout.)"""
+    """Wait until every job queued or held by a worker has ended, so that counting keys is not
+    disturbed by earlier tests' jobs. (Acks are late: a fetched job sits in ``unacked`` until it
+    ends; the message of a job whose worker was killed stays there after the job was sent again
+    and finished, until the visibility timeout.) A job has ended when its Celery state is final:
+    Celery writes it after the job's output is stored."""
+
+    def ended(job: str) -> bool:
+        meta = db.get(f"celery-task-meta-{job}")
+        return not db.exists(f"atelier:job:{job}") or (meta is not None and json.loads(meta)["status"] in FINAL)
 
     def unfinished() -> list[str]:
-        held = [json.loads(entry)[0]["headers"]["id"] for entry in db.hvals("unacked")]
-        waiting = [f"{queue}: {db.llen(queue)} queued" for queue in ("cpu", "gpu") if db.llen(queue)]
-        return waiting + [
-            job for job in held if db.exists(f"atelier:job:{job}") and not db.hget(f"atelier:job:{job}", "outcome")
-        ]
+        pipe = db.pipeline(transaction=True)  # one snapshot: a message is always in one of these
+        for queue in QUEUES:
+            pipe.llen(queue)
+        pipe.hvals("unacked")
+        for queue in QUEUES:
+            pipe.zrange(f"atelier:queued:{queue}", 0, -1)
+        *lengths, held, cpu, gpu = pipe.execute()
+        waiting = [f"{queue}: {length} queued" for queue, length in zip(QUEUES, lengths, strict=True) if length]
+        jobs = {json.loads(entry)[0]["headers"]["id"] for entry in held} | {job.decode() for job in cpu + gpu}
+        return waiting + sorted(job for job in jobs if not ended(job))
 
     wait_until(lambda: not unfinished(), timeout, interval=0.1, what="earlier jobs to finish")
+
+
+# Keys that come and go on their own: the reconciler's 10 s lock, its list of jobs missing on one
+# look, kombu's lock around giving back unacked messages.
+TRANSIENT = {b"atelier:reconciler", b"atelier:unsent", b"unacked_mutex"}
+
+
+def stable_keys(db: Any) -> set[bytes]:
+    return {key for key in db.scan_iter() if key not in TRANSIENT}
+
+
+def job_ids(db: Any) -> set[bytes]:
+    """The jobs with any key in Redis: a submission adds one; an earlier job finishing adds none."""
+    return {key.split(b":")[2] for key in db.scan_iter("atelier:job:*")}
 
 
 class RedisServer:
