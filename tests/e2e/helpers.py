@@ -13,20 +13,38 @@ from tests.support.stack import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
-# Records, every 20 ms, whether a progress bar is on screen and every status message shown,
-# so that a fast job's progress is still caught.
+# Records whether a progress bar was ever on screen and every status message shown, as the page
+# writes them (a value setter and a DOM observer), so that a fast job's short states are caught.
 RECORDER = """
 () => {
   window.__seen = {progress: false, statuses: []};
-  clearInterval(window.__recorder);
-  window.__recorder = setInterval(() => {
-    if (document.querySelector('.progress-text, .progress-level, .eta-bar, .meta-text')) window.__seen.progress = true;
-    document.querySelectorAll('.job-status textarea, .job-status input').forEach((box) => {
-      if (box.value && !window.__seen.statuses.includes(box.value)) window.__seen.statuses.push(box.value);
-    });
-  }, 20);
+  const note = (value) => {
+    if (value && !window.__seen.statuses.includes(value)) window.__seen.statuses.push(value);
+  };
+  for (const proto of [HTMLInputElement.prototype, HTMLTextAreaElement.prototype]) {
+    const own = Object.getOwnPropertyDescriptor(proto, 'value');
+    if (own.set.recording) continue;
+    const set = function (value) {
+      if (this.closest && this.closest('.job-status')) note(String(value));
+      own.set.call(this, value);
+    };
+    set.recording = true;
+    Object.defineProperty(proto, 'value', {...own, set});
+  }
+  const bars = '.progress-text, .progress-level, .eta-bar, .meta-text';
+  const look = () => {
+    if (document.querySelector(bars)) window.__seen.progress = true;
+    document.querySelectorAll('.job-status textarea, .job-status input').forEach((box) => note(box.value));
+  };
+  if (window.__observer) window.__observer.disconnect();
+  window.__observer = new MutationObserver(look);
+  window.__observer.observe(document.body, {childList: true, subtree: true, characterData: true});
+  look();
 }
 """
+# A tab's inputs mount when it is first opened, and Gradio pushes its stored values into them a
+# frame later: typing before that frame is wiped. Two frames and a task later, it has passed.
+NEXT_FRAMES = "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(done))))"
 
 
 def open_tab(page: Page, name: str, task_type: str) -> Locator:
@@ -34,6 +52,8 @@ def open_tab(page: Page, name: str, task_type: str) -> Locator:
     page.get_by_role("tab", name=name).click()
     tab = page.locator(f"#tab-{task_type}")
     expect(tab).to_be_visible()
+    expect(tab.locator("input, textarea, button").first).to_be_attached()
+    page.evaluate(NEXT_FRAMES)
     return tab
 
 

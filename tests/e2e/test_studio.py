@@ -159,10 +159,14 @@ def test_tasks_tab_picks_a_job_up_by_id_and_lists_recent_jobs(page: Page, live_s
     tab.get_by_role("button", name="Run").click()
     wait_for_result(tab)
     task_id = task_id_of(tab)
+    tasks = open_tab(page, "Tasks", "tasks")
+    expect(tasks.locator("table").first).to_contain_text(task_id, timeout=10_000)  # noted, and so stored
     page.reload()  # a reload keeps the recent jobs (browser storage), and the id still works
     tasks = open_tab(page, "Tasks", "tasks")
     expect(tasks.locator("table").first).to_contain_text(task_id, timeout=10_000)
-    tasks.locator("#lookup-id textarea, #lookup-id input").first.fill(task_id)
+    lookup = tasks.locator("#lookup-id textarea, #lookup-id input").first
+    lookup.fill(task_id)
+    expect(lookup).to_have_value(task_id)
     tasks.get_by_role("button", name="Status").click()
     expect(tasks.get_by_text('"SUCCESS"').first).to_be_visible(timeout=10_000)
     tasks.get_by_role("button", name="Result").click()
