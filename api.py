@@ -124,6 +124,9 @@ def _seconds(text: str) -> float:
     return float(text) if re.fullmatch(r"[0-9]{1,6}(\.[0-9]{0,6})?|\.[0-9]{1,6}", text, re.ASCII) else -1.0
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def not_found(task_id: str) -> JSONResponse:
     shown = task_id if len(task_id) <= 80 else task_id[:80] + "…"
     return error(404, "Task not found", task_id=shown, message="Unknown or expired task id")
@@ -410,6 +413,27 @@ def build_router(client_factory: Any = get_client) -> APIRouter:
         if isinstance(route, APIRoute):
             alias = route.path[:-1] if route.path.endswith("/") else route.path + "/"
             router.add_api_route(alias, route.endpoint, methods=list(route.methods), include_in_schema=False)
+
+    # Last: what no route above takes gets an answer in the API's own shape, not the page's 404.
+    def unrouted(request: Request) -> JSONResponse:
+        path = request.url.path
+        routes = [r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is not unrouted]
+        allowed = sorted({method for r in routes if r.path_regex.match(path) for method in r.methods})
+        if allowed:
+            message = f"{request.method} is not allowed on {path}; use {' or '.join(allowed)}"
+            return error(405, "Method not allowed", headers={"Allow": ", ".join(allowed)}, message=message)
+        task = re.fullmatch(r"/api/v1/tasks/(.+?)/(status|result|cancel)/?", path)
+        if task:
+            return not_found(task.group(1))
+        return error(404, "Not found", message=f"No endpoint {path}; the API is described at /docs")
+
+    router.add_api_route("/api/{rest:path}", unrouted, methods=list(METHODS), include_in_schema=False)
+    for path in ("/healthz", "/healthz/"):
+        router.add_api_route(path, healthz, methods=["HEAD"], include_in_schema=False)  # uptime probes
+        router.add_api_route(
+            path, unrouted, methods=[m for m in METHODS if m not in ("GET", "HEAD")], include_in_schema=False
+        )
+
     return router
 
 

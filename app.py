@@ -28,14 +28,21 @@ log = logging.getLogger("atelier")
 ROOT = Path(__file__).resolve().parent
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535 (the OS would silently wrap 99999 to 34463)."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="app.py", description="Atelier: an AI image studio")
     parser.add_argument("command", nargs="?", choices=["serve", "download-models"], default="serve")
     parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7860, help="Port to serve on (default 7860)")
+    parser.add_argument("--port", type=port_number, default=7860, help="Port to serve on (default 7860)")
     parser.add_argument("--no-workers", action="store_true", help="Serve the web app only (needs REDIS_URL)")
     parser.add_argument("--flower", action="store_true", help="Also start Flower (on 127.0.0.1 only)")
-    parser.add_argument("--flower-port", type=int, default=5555)
+    parser.add_argument("--flower-port", type=port_number, default=5555)
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link (needs internet)")
     return parser.parse_args(argv)
 

@@ -186,6 +186,11 @@ class JobClient:
         key = self.celery.backend.get_key_for_task(task_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(seconds, WAIT_MAX)
+        # Read first: an unknown id is a 404 and an unreachable Redis a 503 at once (within the
+        # client's 1 s timeout), before a listener waits for its connection.
+        first = await asyncio.to_thread(self.status, task_id)
+        if first.status in FINISHED:
+            return first
         _waiters += 1
         try:
             async with _listener(self.settings.broker_url).pubsub() as pubsub:
@@ -193,10 +198,9 @@ class JobClient:
                     await pubsub.subscribe(key)
                     await pubsub.get_message(timeout=1.0)  # its confirmation: from now on nothing published is missed
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                    # No listener (a burst of connections, Redis slow or down): answer at once, as
-                    # without ?wait=; a Redis that is really down makes that a 503.
+                    # No listener (a burst of connections, Redis slow): answer at once, as without ?wait=.
                     return await asyncio.to_thread(self.status, task_id)
-                first = current = await asyncio.to_thread(self.status, task_id)
+                current = await asyncio.to_thread(self.status, task_id)  # what changed before the subscription
                 while current.status not in FINISHED and _looks(current) == _looks(first):
                     remaining = deadline - loop.time()
                     if remaining <= 0 or (gone is not None and await gone()):

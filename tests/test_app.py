@@ -88,6 +88,10 @@ def test_make_run_serves_the_studio(stack: Any, photo: Image.Image, mask: Image.
     page = http.get("/")
     assert page.status_code == 200 and "<html" in page.text.lower()
     assert http.get("/docs").status_code == 200
+    # Beside the page (mounted at /), the API still answers in its own shape.
+    assert http.get("/api/v1/tasks/submit/").status_code == 405
+    assert http.get("/api/v1/nothing/").json()["error"] == "Not found"
+    assert http.head("/healthz").status_code == 200
 
     seen, png = run_job(http, {"task_type": "object_removal", "image": b64(photo, "JPEG"), "mask": b64(mask)})
     assert any(status["status"] == "PROCESSING" for status in seen)
@@ -196,6 +200,14 @@ def test_no_workers_needs_a_redis_url() -> None:
     )
     assert result.returncode != 0
     assert "set REDIS_URL" in result.stderr
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "http"])
+def test_a_port_out_of_range_is_refused(port: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "app.py", "--port", port], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "is not a port number (1-65535)" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from jobs import get_client, operations_by_queue
+from settings import get_settings
 from ui import background, face_swap, generate, object_removal, style, tasks
 
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", radius_size="md")
@@ -53,7 +54,8 @@ def header() -> str:
 
 def build_ui() -> gr.Blocks:
     """The Gradio Blocks app that app.py mounts at ``/``."""
-    with gr.Blocks(title="Atelier", delete_cache=(3600, 3600)) as demo:
+    ttl = get_settings().result_ttl  # Gradio's copies of uploads and results go with the jobs
+    with gr.Blocks(title="Atelier", delete_cache=(min(ttl, 3600), ttl)) as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("# Atelier\nAn AI image studio · [REST API](/docs)")
             status = gr.HTML(elem_id="atelier-header")

@@ -26,6 +26,7 @@ from jobs import (
     ServiceUnavailable,
     get_client,
 )
+from settings import get_settings
 
 # Poll fast at first (small jobs finish in milliseconds), then back off: progress stays fresh
 # (≤ 0.2 s) without one waiting user costing Redis more than 5 reads a second.
@@ -99,6 +100,7 @@ def publish(name: str, data: bytes) -> str:
     (a second viewer of the same job, the next preview) could be copied half-written.
     """
     RESULTS.mkdir(exist_ok=True)
+    sweep(get_settings().result_ttl)
     path = RESULTS / name
     with tempfile.NamedTemporaryFile(dir=RESULTS, prefix=f".{name}.", delete=False) as staging:
         staging_path = Path(staging.name)
@@ -111,6 +113,23 @@ def publish(name: str, data: bytes) -> str:
             staging_path.unlink(missing_ok=True)
             raise
     return str(path)
+
+
+_swept = 0.0
+
+
+def sweep(max_age: float, every: float = 60.0) -> None:
+    """Delete published files older than ``max_age`` (the jobs' TTL: their results are gone too),
+    looking at most once every ``every`` seconds."""
+    global _swept
+    now = time.time()
+    if now - _swept < every:
+        return
+    _swept = now
+    for path in RESULTS.iterdir():
+        with contextlib.suppress(OSError):  # another process swept it first
+            if now - path.stat().st_mtime > max_age:
+                path.unlink()
 
 
 async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:

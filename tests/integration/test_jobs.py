@@ -292,6 +292,28 @@ def test_unknown_and_malformed_ids_are_404(api: Api) -> None:
             assert response.json()["error"] == "Task not found"
 
 
+def test_a_wrong_method_or_path_answers_in_the_apis_shape(api: Api) -> None:
+    task = "/api/v1/tasks/00000000-0000-4000-8000-000000000000"
+    for method, path, allowed in (
+        ("get", "/api/v1/tasks/submit/", "POST"),
+        ("delete", "/api/v1/tasks/submit", "POST"),
+        ("get", f"{task}/cancel/", "POST"),
+        ("post", f"{task}/status/", "GET"),
+        ("delete", f"{task}/result/", "GET"),
+        ("post", "/healthz", "GET, HEAD"),
+    ):
+        response = api.http.request(method, path)
+        assert response.status_code == 405, (method, path, response.text)
+        assert response.headers["allow"] == allowed
+        assert response.json()["error"] == "Method not allowed" and allowed.split(",")[0] in response.json()["message"]
+    # An id that is not one path segment is still an unknown task, not the page's 404.
+    response = api.http.get("/api/v1/tasks/..%2F..%2Fetc/status/")
+    assert response.status_code == 404 and response.json()["error"] == "Task not found"
+    response = api.http.get("/api/v2/tasks/")
+    assert response.status_code == 404 and "/docs" in response.json()["message"]
+    assert api.http.head("/healthz").status_code == 200
+
+
 def test_routing_follows_the_registry(api: Api, photo: Image.Image) -> None:
     style = api.submit({"task_type": "style_transfer", "image": b64(photo), "parameters": {"style": "mosaic"}})
     assert api.status(style)["queue"] == "gpu"

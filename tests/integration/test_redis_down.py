@@ -53,7 +53,7 @@ def test_a_stalled_redis_is_a_503_and_recovers_by_itself(tmp_path: Path) -> None
                 assert response.status_code == 503
                 started = time.monotonic()  # a long poll does not wait out its 20 s on a stalled Redis
                 response = http.get("/api/v1/tasks/00000000-0000-4000-8000-000000000000/status/?wait=20")
-                assert time.monotonic() - started < 4
+                assert time.monotonic() - started < 3  # as fast as any other route
                 assert response.status_code == 503, response.text
             finally:
                 server.process.send_signal(signal.SIGCONT)
