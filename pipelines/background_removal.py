@@ -47,7 +47,8 @@ class BackgroundRemovalParameters(Parameters):
     model: str | None = Field(default=None, description="A rembg model name; default ATELIER_BACKGROUND_MODEL (u2net)")
     alpha_matting: bool = Field(default=False, description="Refine soft edges (hair) with alpha matting; slower")
     bgcolor: list[int] | None = Field(
-        default=None, description="Fill colour [r, g, b] or [r, g, b, a], 0-255 each (alpha 255 when left out)"
+        default=None,
+        description='Fill colour [r, g, b] or [r, g, b, a], 0-255 each (alpha 255 when left out), or "#RRGGBB[AA]"',
     )
     only_mask: bool = Field(default=False, description="Return the mask (white = subject) instead of the cut-out")
     post_process_mask: bool = Field(default=False, description="Smooth the mask's edges")
@@ -59,6 +60,11 @@ class BackgroundRemovalParameters(Parameters):
             raise ValueError(f"Unknown model {value!r}; available: {', '.join(REMBG_MODELS)}")
         return value
 
+    @field_validator("bgcolor", mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        return color_channels(value) if isinstance(value, str) else value
+
     @field_validator("bgcolor")
     @classmethod
     def _channels(cls, value: list[int] | None) -> list[int] | None:
@@ -69,6 +75,22 @@ class BackgroundRemovalParameters(Parameters):
         if not all(0 <= channel <= 255 for channel in value):
             raise ValueError("bgcolor channels must each be 0-255")
         return [*value, 255] if len(value) == 3 else value
+
+
+def color_channels(color: str) -> list[int]:
+    """#RRGGBB, #RRGGBBAA or a colour picker's rgba(r, g, b, a) as four 0-255 channels."""
+    value = color.strip().lstrip("#")
+    try:
+        if value.startswith("rgb"):
+            parts = [float(part) for part in value[value.index("(") + 1 : value.index(")")].split(",")]
+            alpha = round(parts[3] * 255) if len(parts) > 3 else 255
+            return [round(parts[0]), round(parts[1]), round(parts[2]), alpha]
+        if len(value) not in (6, 8):
+            raise ValueError(value)
+        channels = [int(value[i : i + 2], 16) for i in range(0, len(value), 2)]
+    except (ValueError, IndexError):
+        raise ValueError(f"bgcolor must be [r, g, b], [r, g, b, a], #RRGGBB or #RRGGBBAA, got {color[:20]!r}") from None
+    return channels if len(channels) == 4 else [*channels, 255]
 
 
 def rembg_home() -> Path:

@@ -8,25 +8,9 @@ from typing import Any
 import gradio as gr
 
 from jobs import background_models
-from ui.common import Update, error, job_controls, run, submit
+from ui.common import Update, job_controls, run, submit
 
 EXAMPLES = [["assets/examples/chelsea.jpg"], ["assets/examples/rocket.jpg"]]
-
-
-def hex_to_rgba(color: str) -> list[int]:
-    """#RRGGBB, #RRGGBBAA or the colour picker's rgba(r, g, b, a) as four 0-255 channels."""
-    value = color.strip().lstrip("#")
-    try:
-        if value.startswith("rgb"):
-            parts = [float(part) for part in value[value.index("(") + 1 : value.index(")")].split(",")]
-            alpha = round(parts[3] * 255) if len(parts) > 3 else 255
-            return [round(parts[0]), round(parts[1]), round(parts[2]), alpha]
-        if len(value) not in (6, 8):
-            raise ValueError(value)
-        channels = [int(value[i : i + 2], 16) for i in range(0, len(value), 2)]
-    except (ValueError, IndexError):
-        raise error(f"bgcolor must be like #RRGGBB or #RRGGBBAA, got {color[:20]!r}", title="Invalid input") from None
-    return channels if len(channels) == 4 else [*channels, 255]
 
 
 def parameters(
@@ -39,7 +23,7 @@ def parameters(
         "post_process_mask": bool(post_process_mask),
     }
     if bgcolor:
-        params["bgcolor"] = hex_to_rgba(bgcolor)
+        params["bgcolor"] = bgcolor  # "#RRGGBB" or rgba(…): the job's validation reads it, or names it
     return params
 
 

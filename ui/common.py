@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 import redis
@@ -34,8 +34,24 @@ POLL_FIRST, POLL_MAX = 0.01, 0.2
 RESULTS = Path(tempfile.gettempdir()) / "atelier-results"
 UNREACHABLE = "Redis is unreachable, so jobs cannot be submitted or followed right now. Try again in a moment."
 
+C = TypeVar("C", gr.Slider, gr.Number)
 # (result image path, task id, status message), as every `T` endpoint streams them.
 Update = tuple[str | None, str, str]
+
+
+def unchecked(component: C) -> C:
+    """The slider or number field, its value reaching the job's validation as it was sent: a
+    script's out-of-range or fractional value gets the REST API's message naming the field, not
+    Gradio's unnamed one (nor a silent rounding). The page's own widgets send values in range.
+    (An override on the instance: a subclass of a Gradio component writes a .pyi beside its module.)"""
+    component.preprocess = lambda payload: payload  # type: ignore[method-assign]
+    return component
+
+
+def whole(value: Any) -> Any:
+    """An integral number as an ``int``; anything else as given, for the job's validation to name."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return int(value) if is_number and float(value).is_integer() else value
 
 
 def explain(details: dict[str, list[str]]) -> str:

@@ -7,13 +7,13 @@ from typing import Any
 
 import gradio as gr
 
-from ui.common import Update, job_controls, run, submit
+from ui.common import Update, job_controls, run, submit, unchecked, whole
 
 EXAMPLES = [["assets/examples/astronaut.jpg", "assets/examples/astronaut.jpg", -1]]
 
 
 def parameters(face_index: float | None) -> dict[str, Any]:
-    return {} if face_index is None or int(face_index) < 0 else {"face_index": int(face_index)}
+    return {} if face_index is None or face_index == -1 else {"face_index": whole(face_index)}  # -1: every face
 
 
 async def face_swap(
@@ -44,8 +44,8 @@ def render() -> gr.Textbox:
                 target = gr.Image(
                     label="Target photo", type="filepath", image_mode=None, sources=["upload", "clipboard"]
                 )
-            face_index = gr.Number(
-                value=-1, precision=0, minimum=-1, label="Face to replace (-1 = all faces, 0 = leftmost)"
+            face_index = unchecked(
+                gr.Number(value=-1, precision=0, minimum=-1, label="Face to replace (-1 = all faces, 0 = leftmost)")
             )
         with gr.Column():
             controls = job_controls()

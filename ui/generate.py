@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from ui.common import Update, job_controls, run, submit
+from ui.common import Update, job_controls, run, submit, unchecked, whole
 
 SIZES = {
     "Square 512×512": (512, 512),
@@ -33,16 +33,16 @@ def parameters(
     num_images: float,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "width": int(width),
-        "height": int(height),
-        "steps": int(steps),
-        "guidance_scale": float(guidance_scale),
-        "num_images": int(num_images),
+        "width": whole(width),
+        "height": whole(height),
+        "steps": whole(steps),
+        "guidance_scale": guidance_scale,
+        "num_images": whole(num_images),
     }
     if negative_prompt and negative_prompt.strip():
         params["negative_prompt"] = negative_prompt
-    if seed is not None and int(seed) >= 0:
-        params["seed"] = int(seed)
+    if seed is not None and seed != -1:  # -1: a random seed, as the field says
+        params["seed"] = whole(seed)
     return params
 
 
@@ -85,15 +85,15 @@ def render() -> gr.Textbox:
             negative = gr.Textbox(value="", label="Negative prompt", placeholder="What to avoid (optional)")
             size = gr.Dropdown(list(SIZES), value="Square 512×512", label="Size")
             with gr.Row():
-                width = gr.Slider(64, 2048, value=512, step=8, label="Width")
-                height = gr.Slider(64, 2048, value=512, step=8, label="Height")
+                width = unchecked(gr.Slider(64, 2048, value=512, step=8, label="Width"))
+                height = unchecked(gr.Slider(64, 2048, value=512, step=8, label="Height"))
             with gr.Row():
-                steps = gr.Slider(1, 50, value=4, step=1, label="Steps")
-                guidance = gr.Slider(0, 15, value=0, step=0.5, label="Guidance")
+                steps = unchecked(gr.Slider(1, 50, value=4, step=1, label="Steps"))
+                guidance = unchecked(gr.Slider(0, 15, value=0, step=0.5, label="Guidance"))
             with gr.Row():
-                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", minimum=-1, scale=3)
+                seed = unchecked(gr.Number(value=-1, precision=0, label="Seed (-1 = random)", minimum=-1, scale=3))
                 dice = gr.Button("Random seed", scale=1, min_width=60)
-                count = gr.Slider(1, 4, value=1, step=1, label="Images", scale=3)
+                count = unchecked(gr.Slider(1, 4, value=1, step=1, label="Images", scale=3))
         with gr.Column():
             controls = job_controls()
     gr.Examples(EXAMPLES, [prompt, negative], label="Try")

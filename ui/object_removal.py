@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from jobs import engines
-from ui.common import Update, job_controls, run, submit
+from ui.common import Update, job_controls, run, submit, unchecked, whole
 
 EXAMPLES = [
     [{"background": "assets/examples/coffee.jpg", "layers": [], "composite": None}, "assets/examples/coffee_mask.png"]
@@ -70,7 +70,7 @@ def images_from(editor: dict[str, Any] | None, mask: str | None) -> dict[str, by
 
 
 def parameters(engine: str, dilate: float) -> dict[str, Any]:
-    params: dict[str, Any] = {"dilate": int(dilate)}
+    params: dict[str, Any] = {"dilate": whole(dilate)}
     if engine and engine != "auto":
         params["engine"] = engine
     return params
@@ -120,7 +120,7 @@ def render() -> gr.Textbox:
                 )
             with gr.Row():
                 engine = gr.Dropdown(["auto", *engines("object_removal")], value="auto", label="Engine")
-                dilate = gr.Slider(0, 64, value=0, step=1, label="Grow the mask (px)")
+                dilate = unchecked(gr.Slider(0, 64, value=0, step=1, label="Grow the mask (px)"))
         with gr.Column():
             controls = job_controls()
     gr.Examples(EXAMPLES, [editor, mask], label="Try")

@@ -9,14 +9,14 @@ from typing import Any
 import gradio as gr
 
 from jobs import engines, style_presets
-from ui.common import Update, job_controls, run, submit
+from ui.common import Update, job_controls, run, submit, unchecked
 
 THUMBNAILS = Path(__file__).resolve().parent.parent / "assets" / "styles"
 EXAMPLES = [["assets/examples/coffee.jpg", "starry-night"], ["assets/examples/astronaut.jpg", "mosaic"]]
 
 
 def parameters(style: str | None, strength: float, engine: str, preserve_color: bool) -> dict[str, Any]:
-    params: dict[str, Any] = {"strength": float(strength), "engine": engine, "preserve_color": bool(preserve_color)}
+    params: dict[str, Any] = {"strength": strength, "engine": engine, "preserve_color": bool(preserve_color)}
     if style:
         params["style"] = style
     return params
@@ -79,7 +79,7 @@ def render() -> gr.Textbox:
                     label="Style image", type="filepath", image_mode=None, sources=["upload", "clipboard"]
                 )
             with gr.Row():
-                strength = gr.Slider(0, 1, value=1, step=0.05, label="Strength")
+                strength = unchecked(gr.Slider(0, 1, value=1, step=0.05, label="Strength"))
                 engine = gr.Radio(list(engines("style_transfer")), value="fast", label="Engine")
             preserve = gr.Checkbox(label="Keep the photo's colours")
         with gr.Column():

@@ -145,6 +145,18 @@ def test_every_problem_is_reported_at_once() -> None:
     assert set(details) == {"prompt", "parameters.width", "parameters.steps"}
 
 
+@pytest.mark.parametrize(
+    ("bgcolor", "channels"),
+    [([0, 255, 0], [0, 255, 0, 255]), ("#00ff00", [0, 255, 0, 255]), ("#00FF0080", [0, 255, 0, 128]),
+     ("rgba(0, 255, 0, 0.5)", [0, 255, 0, 128])],
+)  # fmt: skip
+def test_bgcolor_is_channels_or_a_colour_code(bgcolor: object, channels: list[int]) -> None:
+    fields = {"task_type": "background_removal", "image": b64(RED), "parameters": {"bgcolor": bgcolor}}
+    _, job = validate_submission(fields, {}, MAX_PIXELS)
+    assert job.parameters.bgcolor == channels
+    assert "#RRGGBB" in errors({**fields, "parameters": {"bgcolor": "green"}})["parameters.bgcolor"][0]
+
+
 def test_tiny_valid_image_and_data_url_accepted() -> None:
     submission, job = validate_submission(
         {"task_type": "background_removal", "image": "data:image/png;base64," + b64(Image.new("RGB", (1, 1)))},

@@ -104,8 +104,19 @@ GRADIO_CASES = [
     ("/image_generation", ["", "", 512, 512, 4, 0, -1, 1], "Prompt is required"),
     ("/submit_image_generation", ["x" * 5001, "", 512, 512, 4, 0, -1, 1], "at most 5000"),
     ("/submit_image_generation", ["a fox", "", 500, 512, 4, 0, -1, 1], "multiple of 8"),
-    # Gradio's own component checks answer some first, just as clearly:
-    ("/submit_image_generation", ["a fox", "", 512, 512, 0, 0, -1, 1], "less than minimum value 1"),
+    # Sliders and number fields leave their values to the same validation as REST: named, not rounded.
+    (
+        "/submit_image_generation",
+        ["a fox", "", 512, 512, 0, 0, -1, 1],
+        r"parameters\.steps: .*greater than or equal to 1",
+    ),
+    ("/submit_image_generation", ["a fox", "", 512, 512, 2.7, 0, -1, 1], r"parameters\.steps: .*valid integer"),
+    ("/submit_image_generation", ["a fox", "", 512.5, 512, 4, 0, -1, 1], r"parameters\.width"),
+    ("/submit_image_generation", ["a fox", "", 512, 512, 4, 0, -5, 1], r"parameters\.seed"),
+    ("/submit_object_removal", ["editor", "photo", "telea", 1000], r"parameters\.dilate: .*less than or equal to 64"),
+    ("/submit_object_removal", ["editor", "photo", "telea", 2.5], r"parameters\.dilate: .*valid integer"),
+    ("/submit_style_transfer", ["photo", "mosaic", None, 5, "fast", False], r"parameters\.strength"),
+    ("/submit_face_swap", ["photo", "photo", -2], r"parameters\.face_index"),
     (
         "/submit_style_transfer",
         ["photo", "van-gogh", None, 1.0, "fast", False],
@@ -130,7 +141,9 @@ def test_gradio_api_bad_inputs(live_server: str, untouched: None, endpoint: str,
 
     from tests.e2e.helpers import EXAMPLES
 
-    args = [handle_file(str(EXAMPLES / "coffee.jpg")) if arg == "photo" else arg for arg in args]
+    photo = handle_file(str(EXAMPLES / "coffee.jpg"))
+    editor = {"background": photo, "layers": [], "composite": None}
+    args = [{"photo": photo, "editor": editor}.get(arg, arg) if isinstance(arg, str) else arg for arg in args]
     with pytest.raises(AppError, match=words):
         Client(live_server, verbose=False).predict(*args, api_name=endpoint)
 
