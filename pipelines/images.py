@@ -81,7 +81,14 @@ def open_image(data: bytes, max_pixels: int, decode: bool = True) -> Image.Image
         image.load()
     except Exception:
         raise ImageRejected("is truncated or corrupt") from None
-    return ImageOps.exif_transpose(image, in_place=True) or image
+    rotated = _rotated(image)
+    image = ImageOps.exif_transpose(image, in_place=True) or image
+    if rotated:
+        image.info[ROTATED] = True  # its size is the displayed one: messages about its size say so
+    return image
+
+
+ROTATED = "atelier:exif-rotated"
 
 
 def _rotated(image: Image.Image) -> bool:

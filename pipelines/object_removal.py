@@ -13,6 +13,7 @@ from PIL import Image
 from pydantic import Field
 
 from pipelines.base import JobInput, JobOutput, Operation, Parameters, Progress
+from pipelines.images import ROTATED
 from pipelines.lama import LAMA_FILE as LAMA_FILE  # where big-lama.pt goes, under ATELIER_MODELS_DIR
 from pipelines.lama import bounding_box, download_lama, get_lama, inpaint_lama, lama_path
 
@@ -39,9 +40,9 @@ def mask_array(mask: Image.Image) -> np.ndarray:
 def check(job: JobInput) -> dict[str, list[str]]:
     image, mask = job.images["image"], job.images["mask"]
     if image.size != mask.size:
-        return {
-            "mask": [f"mask is {mask.width}×{mask.height} but image is {image.width}×{image.height}; they must match"]
-        }
+        shown = " as displayed (its EXIF orientation turns it)" if image.info.get(ROTATED) else ""
+        size = f"mask is {mask.width}×{mask.height} but image is {image.width}×{image.height}{shown}"
+        return {"mask": [f"{size}; they must match"]}
     masked = mask_array(mask)
     if not masked.any():
         return {"mask": ["mask has no white pixels: nothing to remove (white = remove)"]}

@@ -105,12 +105,13 @@ def validate_submission(
     prompt = fields.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         _add(details, "prompt", "prompt must be a string")
-        prompt = None
-    if operation.prompt == "required" and (prompt is None or not prompt.strip()):
+    elif operation.prompt == "required" and (prompt is None or not prompt.strip()):
         _add(details, "prompt", f"Prompt is required for {task_type}")
     elif prompt is not None and len(prompt) > MAX_PROMPT:
         _add(details, "prompt", f"Prompt must be at most {MAX_PROMPT} characters (got {len(prompt)})")
-    if operation.prompt == "unused" or (prompt is not None and not prompt.strip()):
+    elif operation.prompt == "unused" and prompt is not None and prompt.strip():
+        _add(details, "prompt", f"prompt is not used by {task_type}")  # as an image it does not use
+    if not isinstance(prompt, str) or not prompt.strip():
         prompt = None
 
     image_bytes: dict[str, bytes] = {}

@@ -71,6 +71,23 @@ def test_an_exif_rotated_upload_has_the_size_the_user_sees(fmt: str, photo: Imag
     assert open_image(buffer.getvalue(), 10**6).size == (80, 120)
 
 
+def test_a_mask_sized_like_the_file_of_a_rotated_photo_is_told_why_it_does_not_match(photo: Image.Image) -> None:
+    from pipelines.validation import InvalidSubmission, validate_submission
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    photo.resize((64, 48)).save(buffer, "JPEG", exif=exif)
+    mask = io.BytesIO()
+    Image.new("L", (64, 48), 255).save(mask, "PNG")
+    with pytest.raises(InvalidSubmission) as refused:
+        validate_submission(
+            {"task_type": "object_removal"}, {"image": buffer.getvalue(), "mask": mask.getvalue()}, 10**6
+        )
+    (message,) = refused.value.details["mask"]
+    assert message.startswith("mask is 64×48 but image is 48×64 as displayed (its EXIF orientation turns it)")
+
+
 def test_a_large_image_deflated_in_parallel_slices_is_one_valid_stream() -> None:
     """Above PARALLEL_DEFLATE_BYTES the IDAT is compressed in slices; any PNG reader must see one image."""
     rng = np.random.default_rng(0)

@@ -140,6 +140,15 @@ def test_bad_input_names_its_field(case: str, fields: dict, field: str, words: s
     assert any(words in message for message in details[field]), details[field]
 
 
+def test_a_prompt_is_refused_where_it_is_not_used_and_named_once_when_wrong() -> None:
+    for task_type in ("background_removal", "face_swap"):
+        details = errors({"task_type": task_type, "image": b64(RED), "prompt": "a cat"})
+        assert details["prompt"] == [f"prompt is not used by {task_type}"]
+    _, job = validate_submission({"task_type": "background_removal", "image": b64(RED), "prompt": ""}, {}, MAX_PIXELS)
+    assert job.prompt is None  # an empty prompt is no prompt
+    assert errors({"task_type": "image_generation", "prompt": 123})["prompt"] == ["prompt must be a string"]
+
+
 def test_every_problem_is_reported_at_once() -> None:
     details = errors({"task_type": "image_generation", "prompt": "", "parameters": {"width": 500, "steps": 0}})
     assert set(details) == {"prompt", "parameters.width", "parameters.steps"}
