@@ -49,6 +49,9 @@ def decode_base64(text: str) -> bytes:
         raise ImageRejected("is not valid base64") from None
 
 
+ROTATED = "atelier:exif-rotated"  # in Image.info: EXIF orientation turned it by 90° on opening
+
+
 def open_image(data: bytes, max_pixels: int, decode: bool = True) -> Image.Image:
     """Open PNG/JPEG/WebP bytes, refusing oversized and truncated images.
 
@@ -81,14 +84,11 @@ def open_image(data: bytes, max_pixels: int, decode: bool = True) -> Image.Image
         image.load()
     except Exception:
         raise ImageRejected("is truncated or corrupt") from None
-    rotated = _rotated(image)
+    stored = image.size
     image = ImageOps.exif_transpose(image, in_place=True) or image
-    if rotated:
+    if image.size != stored:
         image.info[ROTATED] = True  # its size is the displayed one: messages about its size say so
     return image
-
-
-ROTATED = "atelier:exif-rotated"
 
 
 def _rotated(image: Image.Image) -> bool:
