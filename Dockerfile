@@ -5,6 +5,8 @@ WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
+# rembg's first import compiles numba code (about a minute): once here, not in the first job.
+RUN python -c "import rembg"
 COPY . .
 ENV ATELIER_DATA_DIR=/data ATELIER_MODELS_DIR=/models PYTHONUNBUFFERED=1
 EXPOSE 7860

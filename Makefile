@@ -21,6 +21,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$$(grep -m1 '^torch==' requirements.txt | cut -d' ' -f1)"
 	$(PY) -m pip install -q -r requirements-dev.txt
+	@echo "Compiling rembg's numba code once (about a minute), so that no first job waits for it"
+	$(PY) -c "import rembg"
 	@touch $@
 
 install: $(VENV)/.installed

@@ -87,7 +87,7 @@ def test_submit_returns_an_id_at_once_and_task_status_follows_it(
         status: dict[str, Any] = client.predict(task_id, api_name="/task_status")
         return status if status["status"] in ("SUCCESS", "FAILURE", "REVOKED") else None
 
-    final = wait_until(finished, 60, interval=0.1, what=task_type)
+    final = wait_until(finished, 120, interval=0.1, what=task_type)  # a first job loads its engine
     assert final["task_id"] == task_id and final["task_type"] == task_type
     assert final["status"] == "SUCCESS", final
     image = Image.open(client.predict(task_id, api_name="/task_result"))
