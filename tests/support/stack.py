@@ -16,8 +16,6 @@ from typing import Any
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-QUEUES = ("cpu", "gpu")
-FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
@@ -38,21 +36,27 @@ def settle(db: Any, timeout: float = 60) -> None:
     and finished, until the visibility timeout.) A job has ended when its Celery state is final:
     Celery writes it after the job's output is stored."""
 
+    from jobs import FINISHED
+    from settings import QUEUES
+    from tasks.store import UNACKED, job_key, message_job_id, queued_key
+
     def ended(job: str) -> bool:
         meta = db.get(f"celery-task-meta-{job}")
-        return not db.exists(f"atelier:job:{job}") or (meta is not None and json.loads(meta)["status"] in FINAL)
+        return not db.exists(job_key(job)) or (meta is not None and json.loads(meta)["status"] in FINISHED)
 
     def unfinished() -> list[str]:
         pipe = db.pipeline(transaction=True)  # one snapshot: a message is always in one of these
         for queue in QUEUES:
             pipe.llen(queue)
-        pipe.hvals("unacked")
+        pipe.hvals(UNACKED)
         for queue in QUEUES:
-            pipe.zrange(f"atelier:queued:{queue}", 0, -1)
-        *lengths, held, cpu, gpu = pipe.execute()
+            pipe.zrange(queued_key(queue), 0, -1)
+        answers = pipe.execute()
+        lengths, held, queued = answers[: len(QUEUES)], answers[len(QUEUES)], answers[len(QUEUES) + 1 :]
         waiting = [f"{queue}: {length} queued" for queue, length in zip(QUEUES, lengths, strict=True) if length]
-        jobs = {json.loads(entry)[0]["headers"]["id"] for entry in held} | {job.decode() for job in cpu + gpu}
-        return waiting + sorted(job for job in jobs if not ended(job))
+        jobs = {message_job_id(json.loads(entry)[0]) for entry in held}
+        jobs |= {job.decode() for ids in queued for job in ids}
+        return waiting + sorted(job for job in jobs if job and not ended(job))
 
     wait_until(lambda: not unfinished(), timeout, interval=0.1, what="earlier jobs to finish")
 
