@@ -16,22 +16,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import redis
-from celery import Task, signals
+from celery import Task, shared_task, signals
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
 from PIL import Image
 
 from pipelines import OPERATIONS
-from pipelines.base import JobCancelled, JobInput, PipelineError
+from pipelines.base import JobCancelled, JobInput, JobOutput, PipelineError
 from pipelines.images import ImageRejected, encode_png, open_image, preview_png
 from pipelines.validation import validate_parameters
 from settings import QUEUES, Settings
-from tasks import app
 from tasks.celery_app import TASK_NAME
+from tasks.states import JobState
 from tasks.store import (
-    OUTCOME_FAILURE,
-    OUTCOME_REVOKED,
-    OUTCOME_SUCCESS,
     RECONCILER_LOCK,
     JobStore,
     connect,
@@ -104,7 +101,7 @@ class ProgressReporter:
                 meta: dict[str, Any] = {"progress": self.percent, "message": message, "updated_at": time.time()}
                 if preview is not None:
                     meta["preview"] = preview_png(preview)
-                self.task.update_state(state="PROCESSING", meta=meta)
+                self.task.update_state(state=JobState.PROCESSING, meta=meta)
         except REDIS_DOWN as exc:  # Redis restarting: the work goes on; its result waits for Redis
             log.warning("Job %s: progress not published, Redis is unreachable (%s)", self.job_id, exc)
             return
@@ -112,74 +109,19 @@ class ProgressReporter:
             raise JobCancelled(self.job_id)
 
 
-@app.task(bind=True, name=TASK_NAME, throws=(JobFailed,))  # expected failures: logged without a traceback
+@shared_task(bind=True, name=TASK_NAME, throws=(JobFailed,))  # expected failures: logged without a traceback
 def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt: str | None = None) -> dict[str, Any]:
     """Run job ``self.request.id`` of ``task_type``; its images are read from Redis by job id."""
     settings: Settings = self.app.conf.atelier_settings
     store = job_store(settings)
     job_id: str = self.request.id
-    record = store.record(job_id)
-    if record is None:
-        log.warning("Job %s expired before it ran; dropping it", job_id)
-        raise Ignore()
-    outcome = record.get("outcome")
-    if outcome == OUTCOME_REVOKED:
-        self.backend.mark_as_revoked(job_id, reason="cancelled before it started")
-        raise Ignore()
-    if outcome is not None:  # a second delivery of a job that already ended
-        log.warning("Job %s already ended (%s); not running it again", job_id, outcome)
-        raise Ignore()
-    me = worker_process(self.request.hostname)
-    owner = record.get("worker")
-    if owner and owner != me and job_id in store.running_jobs() and owner in store.live_processes():
-        log.warning("Job %s is running on %s; not running it twice", job_id, owner)
-        raise Ignore()
-    attempt = store.mark_started(job_id, record["queue"], me)
-    if attempt is None:
-        log.warning("Job %s expired as it started; dropping it", job_id)
-        raise Ignore()
-    if attempt > MAX_ATTEMPTS:
-        fail(store, job_id)
-        raise JobFailed(f"Worker lost: the job's worker died {attempt - 1} times while running it; not retried again")
-
-    operation = OPERATIONS[task_type]
-    progress = ProgressReporter(self, store, job_id)
+    record = claim_start(self, store, job_id)
     started = time.perf_counter()
-    try:
-        progress(0.0, f"Starting {operation.title.lower()}")
-        job = when_redis_answers(
-            lambda: load_job(store, job_id, record, parameters, prompt, settings), job_id, "reading its inputs"
-        )
-        output = operation.run(job, progress)
-        if store.is_cancelled(job_id):
-            raise JobCancelled(job_id)
-    except JobCancelled:
-        when_redis_answers(lambda: store.finished(job_id), job_id, "ending it")
-        self.backend.mark_as_revoked(job_id, reason="cancelled")
-        raise Ignore() from None
-    except SoftTimeLimitExceeded:
-        fail(store, job_id)
-        raise JobFailed(f"The job exceeded the time limit of {settings.job_time_limit} s") from None
-    except (PipelineError, ImageRejected) as exc:
-        fail(store, job_id)
-        raise JobFailed(str(exc)) from None
-    except Exception as exc:
-        log.exception("Job %s (%s) failed", job_id, task_type)
-        fail(store, job_id)
-        raise JobFailed(f"{task_type} failed: {type(exc).__name__}: {exc}") from exc
-
+    job, output = execute(self, store, job_id, record, parameters, prompt)
     runtime = time.perf_counter() - started
-    all_parameters = job.parameters.model_dump(mode="json")
-    metadata = {"operation": task_type, "parameters": all_parameters, **output.metadata}
-    provenance = {"Software": "Atelier", "atelier:operation": task_type, "atelier:parameters": all_parameters}
-    if output.prompt_used or prompt:
-        provenance["atelier:prompt"] = output.prompt_used or prompt
-    for key in PROVENANCE_KEYS:  # how it was made, as the engine reports it
-        if key in output.metadata:
-            provenance[f"atelier:{key}"] = output.metadata[key]
-    png = encode_png(output.image, provenance)
-    earlier = end(store, job_id, OUTCOME_SUCCESS)
-    if earlier == OUTCOME_REVOKED:  # cancelled in the last instant
+    png = encode_png(output.image, provenance(task_type, job, output))
+    earlier = end(store, job_id, JobState.SUCCESS)
+    if earlier == JobState.REVOKED:  # cancelled in the last instant
         self.backend.mark_as_revoked(job_id, reason="cancelled")
         raise Ignore()
     if earlier is not None:  # another attempt ended it first (or it expired): keep that outcome
@@ -191,6 +133,7 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     if not stored:
         log.warning("Job %s expired while it ran; its result is dropped", job_id)
         raise Ignore()
+    metadata = {"operation": task_type, "parameters": job.parameters.model_dump(mode="json"), **output.metadata}
     result: dict[str, Any] = {
         "image_key": output_key(job_id),
         "width": output.image.width,
@@ -204,6 +147,84 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     return result
 
 
+def claim_start(task: Task, store: JobStore, job_id: str) -> dict[str, str]:
+    """The job's record, once this worker may run it; ``Ignore`` for a job that must not run
+    (expired, cancelled, ended, running elsewhere), :class:`JobFailed` after too many attempts."""
+    record = store.record(job_id)
+    if record is None:
+        log.warning("Job %s expired before it ran; dropping it", job_id)
+        raise Ignore()
+    outcome = record.get("outcome")
+    if outcome == JobState.REVOKED:
+        task.backend.mark_as_revoked(job_id, reason="cancelled before it started")
+        raise Ignore()
+    if outcome is not None:  # a second delivery of a job that already ended
+        log.warning("Job %s already ended (%s); not running it again", job_id, outcome)
+        raise Ignore()
+    me = worker_process(task.request.hostname)
+    owner = record.get("worker")
+    if owner and owner != me and job_id in store.running_jobs() and owner in store.workers.live_processes():
+        log.warning("Job %s is running on %s; not running it twice", job_id, owner)
+        raise Ignore()
+    attempt = store.mark_started(job_id, record["queue"], me)
+    if attempt is None:
+        log.warning("Job %s expired as it started; dropping it", job_id)
+        raise Ignore()
+    if attempt > MAX_ATTEMPTS:
+        fail(store, job_id)
+        raise JobFailed(f"Worker lost: the job's worker died {attempt - 1} times while running it; not retried again")
+    return record
+
+
+def execute(
+    task: Task, store: JobStore, job_id: str, record: dict[str, str], parameters: dict[str, Any], prompt: str | None
+) -> tuple[JobInput, JobOutput]:
+    """Load the job's inputs and run its operation; a cancel ends it ``REVOKED`` (``Ignore``), any
+    failure ends it with a :class:`JobFailed` whose message is meant for the user."""
+    settings: Settings = task.app.conf.atelier_settings
+    task_type = record["task_type"]
+    operation = OPERATIONS[task_type]
+    progress = ProgressReporter(task, store, job_id)
+    try:
+        progress(0.0, f"Starting {operation.title.lower()}")
+        job = when_redis_answers(
+            lambda: load_job(store, job_id, record, parameters, prompt, settings), job_id, "reading its inputs"
+        )
+        output = operation.run(job, progress)
+        if store.is_cancelled(job_id):
+            raise JobCancelled(job_id)
+        return job, output
+    except JobCancelled:
+        when_redis_answers(lambda: store.finished(job_id), job_id, "ending it")
+        task.backend.mark_as_revoked(job_id, reason="cancelled")
+        raise Ignore() from None
+    except SoftTimeLimitExceeded:
+        fail(store, job_id)
+        raise JobFailed(f"The job exceeded the time limit of {settings.job_time_limit} s") from None
+    except (PipelineError, ImageRejected) as exc:
+        fail(store, job_id)
+        raise JobFailed(str(exc)) from None
+    except Exception as exc:
+        log.exception("Job %s (%s) failed", job_id, task_type)
+        fail(store, job_id)
+        raise JobFailed(f"{task_type} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def provenance(task_type: str, job: JobInput, output: JobOutput) -> dict[str, Any]:
+    """The PNG's text chunks: how the image was made, as the job asked and the engine reports it."""
+    text = {
+        "Software": "Atelier",
+        "atelier:operation": task_type,
+        "atelier:parameters": job.parameters.model_dump(mode="json"),
+    }
+    if output.prompt_used or job.prompt:
+        text["atelier:prompt"] = output.prompt_used or job.prompt
+    for key in PROVENANCE_KEYS:
+        if key in output.metadata:
+            text[f"atelier:{key}"] = output.metadata[key]
+    return text
+
+
 def end(store: JobStore, job_id: str, outcome: str) -> str | None:
     """Take the job off the running set and claim its outcome; the outcome claimed before, if any."""
     when_redis_answers(lambda: store.finished(job_id), job_id, "ending it")
@@ -211,7 +232,7 @@ def end(store: JobStore, job_id: str, outcome: str) -> str | None:
 
 
 def fail(store: JobStore, job_id: str) -> None:
-    end(store, job_id, OUTCOME_FAILURE)
+    end(store, job_id, JobState.FAILURE)
 
 
 def load_job(
@@ -235,7 +256,7 @@ def load_job(
     params, errors = validate_parameters(OPERATIONS[record["task_type"]], parameters)
     if errors:
         raise PipelineError(f"Invalid parameters: {errors}")
-    return JobInput(images=images, parameters=params, prompt=prompt)
+    return JobInput(images=images, parameters=params, prompt=prompt, settings=settings)
 
 
 # -- worker heartbeat and the reconciler ---------------------------------------------------------
@@ -259,7 +280,13 @@ def reconcile(store: JobStore, celery: Any) -> None:
         return
     for job_id in store.restore_unstarted(UNSTARTED_AFTER):
         log.warning("Job %s was fetched by a worker that died before starting it; queued again", job_id)
-    live = store.live_processes()
+    rescue_orphans(store, celery)
+    resend_lost(store, celery)
+
+
+def rescue_orphans(store: JobStore, celery: Any) -> None:
+    """The running jobs whose worker process stopped beating: sent again once, failed the second time."""
+    live = store.workers.live_processes()
     for job_id in store.running_jobs():
         record = store.record(job_id)
         if record is None or record.get("outcome"):
@@ -269,7 +296,7 @@ def reconcile(store: JobStore, celery: Any) -> None:
             continue
         store.finished(job_id)
         if int(record.get("attempts", "1")) >= MAX_ATTEMPTS:
-            if store.claim_outcome(job_id, OUTCOME_FAILURE) is None:
+            if store.claim_outcome(job_id, JobState.FAILURE) is None:
                 celery.backend.mark_as_failure(
                     job_id, JobFailed("Worker lost: the job's worker died twice while running it")
                 )
@@ -278,12 +305,16 @@ def reconcile(store: JobStore, celery: Any) -> None:
         store.requeue(job_id, record["queue"], "retrying after a worker was lost")
         store.redis.delete(celery.backend.get_key_for_task(job_id))  # its stale PROCESSING state
         send_again(celery, job_id, record)
+
+
+def resend_lost(store: JobStore, celery: Any) -> None:
+    """The queued jobs whose message is nowhere in Redis: sent again once, failed if lost again."""
     for job_id in store.find_unsent(QUEUES, UNSENT_AFTER):
         record = store.record(job_id)
         if record is None:
             continue
         if record.get("resent"):  # sent again once and lost again: end it, rather than leave it queued forever
-            if store.claim_outcome(job_id, OUTCOME_FAILURE) is None:
+            if store.claim_outcome(job_id, JobState.FAILURE) is None:
                 store.dequeue(job_id, record["queue"])
                 celery.backend.mark_as_failure(
                     job_id, JobFailed("Lost in transit: the job's message was lost twice on its way to a worker")
@@ -324,7 +355,7 @@ def start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
         last_reconcile = 0.0
         while not _stop_heartbeat.is_set():
             try:
-                store.heartbeat(hostname, queues, process)
+                store.workers.heartbeat(hostname, queues, process)
                 if time.monotonic() - last_reconcile > RECONCILE_EVERY:
                     last_reconcile = time.monotonic()
                     reconcile(store, celery)
@@ -332,7 +363,7 @@ def start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
                 log.debug("heartbeat failed: %s", exc)
             _stop_heartbeat.wait(HEARTBEAT_SECONDS)
         with contextlib.suppress(Exception):
-            store.forget_worker(hostname, queues, process)
+            store.workers.forget_worker(hostname, queues, process)
 
     threading.Thread(target=beat, name="atelier-heartbeat", daemon=True).start()
 

@@ -14,14 +14,11 @@ from typing import Any, cast
 
 import redis
 
+from tasks.states import JobState
+
 PREFIX = "atelier"
 WORKER_STALE_AFTER = 10.0  # seconds without a heartbeat before a worker counts as gone
 RUNTIME_SAMPLES = 20
-
-# Set the outcome only once: cancel and completion race for it, the first one wins.
-OUTCOME_REVOKED = "REVOKED"
-OUTCOME_SUCCESS = "SUCCESS"
-OUTCOME_FAILURE = "FAILURE"
 
 
 # Both scripts leave an expired job alone: writing to its hash would recreate a partial record.
@@ -129,7 +126,8 @@ class JobStore:
         self._claim = client.register_script(CLAIM_OUTCOME)
         self._touch = client.register_script(TOUCH)
         self._claim_resend = client.register_script(CLAIM_RESEND)
-        self._count_submission = client.register_script(COUNT_SUBMISSION)
+        self.workers = WorkerRegistry(client)
+        self.submissions = SubmissionCounter(client)
 
     # -- submit ---------------------------------------------------------------------------
     def create(self, job_id: str, task_type: str, queue: str, images: dict[str, bytes], record: dict[str, Any]) -> None:
@@ -149,11 +147,6 @@ class JobStore:
         pipe.zadd(queued_key(queue), {job_id: now})
         pipe.zremrangebyscore(queued_key(queue), "-inf", now - self.ttl)  # jobs that expired queued
         pipe.execute()
-
-    def count_submission(self, client: str, window: int) -> tuple[int, float]:
-        """Count one submission of ``client`` in its current ``window``-second window: (count, seconds left)."""
-        count, left = self._count_submission(keys=[rate_key(client)], args=[window * 1000])
-        return int(count), int(left) / 1000
 
     def delete(self, job_id: str, queue: str) -> None:
         keys = [job_key(job_id), output_key(job_id), *self._input_keys(job_id)]
@@ -201,15 +194,6 @@ class JobStore:
             pipe.zcard(queued_key(queue))  # not the broker list: a cancelled job still sits there until popped
         return dict(zip(queues, pipe.execute(), strict=True))
 
-    def live_workers(self, queues: tuple[str, ...]) -> dict[str, list[str]]:
-        since = time.time() - WORKER_STALE_AFTER
-        pipe = self.redis.pipeline(transaction=False)
-        for queue in queues:
-            pipe.zrangebyscore(workers_key(queue), since, "+inf")
-        return {
-            queue: sorted(name.decode() for name in names) for queue, names in zip(queues, pipe.execute(), strict=True)
-        }
-
     # -- cancel and finish ----------------------------------------------------------------
     def claim_outcome(self, job_id: str, outcome: str) -> str | None:
         """Set the job's outcome unless one is set; return the outcome that was there, if any.
@@ -220,7 +204,7 @@ class JobStore:
         return None if current == b"" else current.decode()
 
     def is_cancelled(self, job_id: str) -> bool:
-        return self.redis.hget(job_key(job_id), "outcome") == OUTCOME_REVOKED.encode()
+        return self.redis.hget(job_key(job_id), "outcome") == JobState.REVOKED.encode()
 
     def mark_started(self, job_id: str, queue: str, worker: str) -> int | None:
         """Take the job off the queue order, restart its TTL and count the attempt.
@@ -356,10 +340,6 @@ class JobStore:
         """True for the one caller that may publish this job's message again (never twice per job)."""
         return bool(self._claim_resend(keys=[job_key(job_id), UNSENT], args=[time.time(), note, job_id]))
 
-    def live_processes(self) -> set[str]:
-        since = time.time() - WORKER_STALE_AFTER
-        return {name.decode() for name in cast(list[bytes], self.redis.zrangebyscore(PROCESSES, since, "+inf"))}
-
     def touch(self, job_id: str, field: str = "", value: object = "") -> bool:
         """Restart the TTL of the job's record and inputs (optionally setting a field), if it still exists."""
         return bool(self._touch(keys=[job_key(job_id)], args=[self.ttl, input_key(job_id, ""), field, str(value)]))
@@ -386,7 +366,13 @@ class JobStore:
         raw = self.redis.hget(job_key(job_id), "inputs")
         return [input_key(job_id, field) for field in json.loads(raw)] if raw else []
 
-    # -- workers --------------------------------------------------------------------------
+
+class WorkerRegistry:
+    """Which workers are alive: each beats every few seconds, per queue and per main process."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
     def heartbeat(self, hostname: str, queues: list[str], process: str) -> None:
         now = time.time()
         pipe = self.redis.pipeline(transaction=False)
@@ -403,3 +389,28 @@ class JobStore:
         for queue in queues:
             pipe.zrem(workers_key(queue), hostname)
         pipe.execute()
+
+    def live(self, queues: tuple[str, ...]) -> dict[str, list[str]]:
+        since = time.time() - WORKER_STALE_AFTER
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            pipe.zrangebyscore(workers_key(queue), since, "+inf")
+        return {
+            queue: sorted(name.decode() for name in names) for queue, names in zip(queues, pipe.execute(), strict=True)
+        }
+
+    def live_processes(self) -> set[str]:
+        since = time.time() - WORKER_STALE_AFTER
+        return {name.decode() for name in cast(list[bytes], self.redis.zrangebyscore(PROCESSES, since, "+inf"))}
+
+
+class SubmissionCounter:
+    """Submissions per client in a fixed window (the rate limit), shared by every web process."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._count_submission = client.register_script(COUNT_SUBMISSION)
+
+    def count(self, client: str, window: int) -> tuple[int, float]:
+        """Count one submission of ``client`` in its current ``window``-second window: (count, seconds left)."""
+        count, left = self._count_submission(keys=[rate_key(client)], args=[window * 1000])
+        return int(count), int(left) / 1000

@@ -8,7 +8,7 @@ from tests.support.operations import register
 
 register()
 
-from tasks import app  # noqa: E402
+from tasks import get_app  # noqa: E402
 
 if __name__ == "__main__":
-    app.worker_main(["worker", *sys.argv[1:]])
+    get_app().worker_main(["worker", *sys.argv[1:]])
