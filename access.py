@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -13,6 +14,13 @@ from typing import Any
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 OPEN_PATHS = {"/healthz", "/healthz/"}  # for load balancers and compose healthchecks
+USER = "atelier.user"  # the ASGI scope's key for the checked caller, "user:<name>" or "token:<digest>"
+
+
+def checked_user(scope: Scope) -> str | None:
+    """Who the middleware let in ("user:alice", "token:3f…"), or None without access control."""
+    user = scope.get(USER)
+    return user if isinstance(user, str) else None
 
 
 class RequireAuth:
@@ -22,7 +30,12 @@ class RequireAuth:
         self.app, self.credentials, self.tokens = app, credentials, tokens
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket") or scope.get("path") in OPEN_PATHS or self.allowed(scope):
+        if scope["type"] not in ("http", "websocket") or scope.get("path") in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        user = self.identify(scope)
+        if user is not None:
+            scope[USER] = user  # handed on: nothing after this parses the header again
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
@@ -41,16 +54,20 @@ class RequireAuth:
         )
         await send({"type": "http.response.body", "body": body.encode()})
 
-    def allowed(self, scope: Scope) -> bool:
+    def identify(self, scope: Scope) -> str | None:
+        """The caller its credentials prove ("user:<name>", "token:<digest>"), or None."""
         header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer":
-            return any(hmac.compare_digest(value.strip(), token) for token in self.tokens)
+            token = value.strip()
+            if any(hmac.compare_digest(token, known) for known in self.tokens):
+                return "token:" + hashlib.sha256(token.encode()).hexdigest()[:24]  # no secret in a Redis key
+            return None
         if scheme.lower() == "basic":
             try:
                 user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
             except (binascii.Error, UnicodeDecodeError):
-                return False
+                return None
             expected = self.credentials.get(user)
-            return expected is not None and hmac.compare_digest(password, expected)
-        return False
+            return f"user:{user}" if expected is not None and hmac.compare_digest(password, expected) else None
+        return None

@@ -11,6 +11,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from access import RequireAuth
 from jobs import JobClient, requester
 from settings import Settings
 from tests.integration.test_jobs import steps_job
@@ -109,10 +110,13 @@ def test_with_access_control_each_token_or_user_has_its_own_limit(db: tuple[str,
         assert submit(f"Bearer {TOKENS[1]}") == 202  # same address, another token
         assert [submit(basic), submit(basic)] == [202, 429]
         assert submit("Bearer " + "c" * 20) == 401  # bad credentials never reach the counter
-    assert requester({"authorization": f"Bearer {TOKENS[0]}"}, "1.2.3.4", config).startswith("token:")
-    assert TOKENS[0] not in requester({"authorization": f"Bearer {TOKENS[0]}"}, "1.2.3.4", config)
-    # Without access control, a claimed user is just a header: the address counts.
-    assert requester({"authorization": basic}, "1.2.3.4", Settings()) == "ip:1.2.3.4"
+    checked = RequireAuth(None, config.credentials, config.tokens).identify  # type: ignore[arg-type]
+    bearer = [(b"authorization", f"Bearer {TOKENS[0]}".encode())]
+    user = checked({"headers": bearer})
+    assert requester(user, {}, "1.2.3.4", config).startswith("token:")
+    assert TOKENS[0] not in requester(user, {}, "1.2.3.4", config)
+    # Without access control, a claimed user is just a header: the middleware checks none, the address counts.
+    assert requester(None, {"authorization": basic}, "1.2.3.4", Settings()) == "ip:1.2.3.4"
 
 
 def test_the_gradio_api_is_limited_too(db: tuple[str, redis.Redis], monkeypatch: pytest.MonkeyPatch) -> None:

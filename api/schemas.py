@@ -1,0 +1,95 @@
+"""Request and response schemas, for /openapi.json and generated clients. A job's status is
+``jobs.JobStatus`` itself: one model for the client, this API, the page and the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from jobs import JobState, JobStatus
+from pipelines import OPERATIONS
+from pipelines.base import IMAGE_FIELDS
+
+StatusResponse = JobStatus
+
+
+class SubmitRequest(BaseModel):
+    task_type: str = Field(description=f"One of: {', '.join(OPERATIONS)}")
+    prompt: str | None = Field(default=None, max_length=5000)
+    image: str | None = Field(default=None, description="Base64 PNG/JPEG/WebP; a data: prefix is allowed")
+    target_image: str | None = Field(default=None, description="face_swap: the photo whose faces are replaced")
+    mask: str | None = Field(default=None, description="object_removal: white = remove, same size as image")
+    style_image: str | None = Field(default=None, description="style_transfer: a picture to take the style from")
+    parameters: dict[str, Any] | None = Field(default=None, description="Operation parameters")
+
+
+# The same fields as a multipart form: images as files, parameters as JSON text.
+SUBMIT_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["task_type"],
+    "properties": {
+        "task_type": {"type": "string"},
+        "prompt": {"type": "string"},
+        "parameters": {"type": "string", "description": "A JSON object"},
+        **{name: {"type": "string", "format": "binary"} for name in IMAGE_FIELDS},
+    },
+}
+
+
+class SubmitResponse(BaseModel):
+    task_id: str
+    status: JobState = JobState.PENDING
+    message: str
+
+
+class JobResult(BaseModel):
+    status: JobState = JobState.SUCCESS
+    image_data: str = Field(description="Base64 PNG")
+    prompt_used: str | None = None
+    metadata: dict[str, Any]
+
+
+class ResultResponse(BaseModel):
+    task_id: str
+    status: JobState = JobState.SUCCESS
+    result: JobResult
+
+
+class CancelResponse(BaseModel):
+    task_id: str
+    status: JobState = JobState.REVOKED
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str | None = None
+    details: dict[str, list[str]] | None = None
+    status: str | None = None
+    task_id: str | None = None
+    retry_after: int | None = Field(default=None, description="429: seconds until the client may submit again")
+
+
+class QueueHealth(BaseModel):
+    workers: list[str] = Field(description="Live workers consuming this queue")
+    waiting: int = Field(description="Jobs waiting in this queue")
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="ok, or unavailable (with 503)")
+    redis: dict[str, Any] = Field(description="reachable, latency_ms")
+    queues: dict[str, QueueHealth]
+
+
+class StylePresetInfo(BaseModel):
+    name: str
+    title: str
+    engine: str
+    thumbnail_url: str
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "Unknown, malformed or expired task id"}
+}
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse, "description": "Redis unreachable"}}

@@ -1,0 +1,86 @@
+"""Following a job: its status, its result, its cancel."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from celery import Celery
+
+from jobs.errors import AlreadyFinished, JobConflict, JobNotFound, redis_reachable
+from jobs.status import JobStatus, QueueView, describe, describe_queued, is_queued
+from tasks.states import JobState
+from tasks.store import JobStore
+
+
+def canonical_id(task_id: str) -> str:
+    """The id as we write it (lower-case UUID); :class:`JobNotFound` for anything else."""
+    try:
+        canonical = str(uuid.UUID(task_id))
+    except (ValueError, TypeError, AttributeError):
+        raise JobNotFound(task_id) from None
+    if canonical != task_id.lower():  # braces, "urn:uuid:", no hyphens: not an id we gave out
+        raise JobNotFound(task_id)
+    return canonical
+
+
+class Tracker:
+    """Reads what the workers wrote about a job, and cancels it."""
+
+    def __init__(self, celery: Celery, store: JobStore) -> None:
+        self.celery, self.store = celery, store
+
+    def _meta_key(self, task_id: str) -> Any:
+        return self.celery.backend.get_key_for_task(task_id)
+
+    def _read(self, task_id: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """(canonical id, job record, Celery state), in one round trip; :class:`JobNotFound` if gone."""
+        task_id = canonical_id(task_id)
+        with redis_reachable():
+            record, raw_meta = self.store.snapshot(task_id, self._meta_key(task_id))
+        if record is None:
+            raise JobNotFound(task_id)
+        return task_id, record, json.loads(raw_meta) if raw_meta else {"status": JobState.PENDING, "result": None}
+
+    def status(self, task_id: str) -> JobStatus:
+        """The job's current state; raises :class:`JobNotFound` for unknown or expired ids."""
+        return self._status_of(*self._read(task_id))
+
+    def _status_of(self, task_id: str, record: dict[str, str], meta: dict[str, Any]) -> JobStatus:
+        if not is_queued(record, meta):
+            return describe(task_id, record, meta)
+        queue, task_type = record["queue"], record["task_type"]
+        with redis_reachable():
+            position, workers, runtime = self.store.queue_view(task_id, queue, task_type)
+            running = self.store.running_on(queue, self._meta_key) if workers and runtime is not None else []
+        return describe_queued(task_id, record, QueueView(position, workers, runtime, running))
+
+    def result(self, task_id: str) -> tuple[JobStatus, dict[str, Any], bytes]:
+        """The finished job's result metadata and PNG; :class:`JobConflict` if not ``SUCCESS``."""
+        task_id, record, meta = self._read(task_id)
+        status = self._status_of(task_id, record, meta)
+        if status.status != JobState.SUCCESS:
+            raise JobConflict(f"Task is {status.status}, no result", status)
+        result = meta.get("result") or {}
+        with redis_reachable():
+            png = self.store.output_image(status.task_id)
+        if png is None:
+            raise JobNotFound(task_id)
+        return status, result, png
+
+    def cancel(self, task_id: str) -> JobStatus:
+        """Cancel a queued or running job; :class:`JobConflict` when it already finished."""
+        task_id, record, _ = self._read(task_id)
+        with redis_reachable():
+            previous = self.store.claim_outcome(task_id, JobState.REVOKED)
+            if previous == "EXPIRED":
+                raise JobNotFound(task_id)
+            if previous not in (None, JobState.REVOKED):
+                raise AlreadyFinished("Task already finished", self.status(task_id))
+            if previous is None:
+                self.store.dequeue(task_id, record["queue"])
+                self.celery.backend.mark_as_revoked(task_id, reason="cancelled")
+                # A worker that already holds the message skips it; a running job stops at its next step.
+                self.celery.control.revoke(task_id)
+        return self.status(task_id)

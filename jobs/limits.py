@@ -1,0 +1,47 @@
+"""Who a submission counts against, and the rate limit (ATELIER_RATE_LIMIT) counted in Redis."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from jobs.errors import RateLimited, redis_reachable
+from settings import Settings
+from tasks.store import JobStore
+
+
+def requester(user: str | None, headers: Mapping[str, str], peer: str | None, settings: Settings) -> str:
+    """Who a submission counts against: the caller the auth middleware checked (``user``, from
+    ``access.checked_user``), else the client's IP address. X-Forwarded-For can be written by
+    anyone, so it is read only with ``trusted_proxies`` set: each trusted proxy appends the address
+    it saw, so the client is that many entries from the right."""
+    if user:
+        return user
+    if settings.trusted_proxies:
+        hops = [hop.strip() for hop in (headers.get("x-forwarded-for") or "").split(",") if hop.strip()]
+        if len(hops) >= settings.trusted_proxies:
+            return "ip:" + hops[-settings.trusted_proxies]
+    return "ip:" + (peer or "unknown")
+
+
+class RateLimiter:
+    """A fixed window of submissions per client, shared by every web process through Redis."""
+
+    def __init__(self, store: JobStore, settings: Settings) -> None:
+        self.store, self.settings = store, settings
+
+    def admit(self, client: str) -> None:
+        """Count one submission of ``client``; :class:`RateLimited` when over the limit."""
+        window = self.settings.rate_window
+        if window is None:
+            return
+        allowed, seconds = window
+        with redis_reachable():
+            count, left = self.store.submissions.count(client, seconds)
+        if count > allowed:
+            retry_after = max(1, math.ceil(left))
+            raise RateLimited(
+                f"Too many submissions: the limit is {self.settings.rate_limit} per client; "
+                f"try again in {retry_after} s",
+                retry_after,
+            )

@@ -1,0 +1,161 @@
+"""What a client sees of a job: one status model, and how a job's record and Celery state map to it.
+
+Pure functions, no Redis: the client reads, these describe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tasks.states import FINISHED, JobState
+
+STARTS_IN = ", starts in about "
+
+
+class JobStatus(BaseModel):
+    """A job's state as the client, the REST API (its response schema), the page and tests see it."""
+
+    task_id: str
+    status: JobState = Field(description="PENDING, PROCESSING, SUCCESS, FAILURE or REVOKED")
+    progress: int = Field(ge=0, le=100)
+    message: str
+    result_available: bool
+    task_type: str
+    queue: str
+    position: int | None = Field(default=None, description="While PENDING: 1 = next to run")
+    eta_seconds: float | None = Field(default=None, description="While PENDING: estimated seconds until it starts")
+    updated_at: float | None = Field(default=None, description="While PROCESSING: when the worker published it")
+    preview: str | None = Field(
+        default=None,
+        description="While PROCESSING, for engines that publish one: a small base64 PNG of the work so far",
+    )
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON body: queue fields only while queued (``eta_seconds`` may be null then), the
+        optional fields only when set."""
+        data = self.model_dump()
+        if self.position is None:
+            del data["position"], data["eta_seconds"]
+        for optional in ("updated_at", "preview"):
+            if data[optional] is None:
+                del data[optional]
+        return data
+
+    def looks(self) -> tuple[Any, ...]:
+        """What a waiting client wants to hear a change of: not the start estimate, which moves
+        with the clock while anything runs."""
+        message = self.message.split(STARTS_IN)[0]
+        return self.status, self.progress, message, self.position, self.updated_at, self.preview
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """A queued job's place: its position (None once a worker took it), the queue's live workers,
+    its operation's typical run time, and (elapsed s, progress 0-1) of each job running there."""
+
+    position: int | None
+    workers: int
+    typical_runtime: float | None
+    running: Sequence[tuple[float, float]] = ()
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def failure_message(info: Any) -> str:
+    """The readable message of a failed job's Celery result."""
+    if isinstance(info, dict) and "exc_message" in info:
+        args = info["exc_message"]
+        text = " ".join(str(arg) for arg in args) if isinstance(args, list | tuple) else str(args)
+        return text or info.get("exc_type", "Job failed")
+    return str(info) if info else "Job failed"
+
+
+def start_estimate(position: int, workers: int, typical: float, running: Sequence[tuple[float, float]]) -> float:
+    """Seconds until a job at ``position`` starts: what the running jobs have left, plus the jobs
+    ahead of it at the queue's typical run time, shared among the queue's workers."""
+    left = 0.0
+    for elapsed, progress in running:
+        if progress >= 0.05:  # extrapolate from its own pace
+            left += elapsed * (1 - progress) / progress
+        else:  # barely started: assume a typical job, or half again what it already took
+            left += max(typical - elapsed, elapsed / 2)
+    return (left + (position - 1) * typical) / workers
+
+
+def _make(
+    task_id: str, record: Mapping[str, str], state: JobState, progress: int, message: str, **extra: Any
+) -> JobStatus:
+    return JobStatus(
+        task_id=task_id,
+        status=state,
+        progress=progress,
+        message=message,
+        result_available=state == JobState.SUCCESS,
+        task_type=record["task_type"],
+        queue=record["queue"],
+        **extra,
+    )
+
+
+def is_queued(record: Mapping[str, str], meta: Mapping[str, Any]) -> bool:
+    """Whether the job waits in its queue (its status then needs a :class:`QueueView`)."""
+    return record.get("outcome") != JobState.REVOKED and meta["status"] == JobState.PENDING
+
+
+def describe(task_id: str, record: Mapping[str, str], meta: Mapping[str, Any]) -> JobStatus:
+    """The status of a job that is not queued, from its record and its Celery state ``meta``."""
+    if record.get("outcome") == JobState.REVOKED:
+        return _make(task_id, record, JobState.REVOKED, 0, "Cancelled")
+    state, info = meta["status"], meta.get("result")
+    if state == "STARTED":
+        return _make(task_id, record, JobState.PROCESSING, 0, "Starting")
+    if state == JobState.PROCESSING:
+        info = info or {}
+        preview = info.get("preview")
+        return _make(
+            task_id,
+            record,
+            JobState.PROCESSING,
+            int(info.get("progress", 0)),
+            str(info.get("message", "Working")),
+            updated_at=info.get("updated_at"),
+            preview=preview if isinstance(preview, str) else None,
+        )
+    if state == "RETRY":
+        return _make(task_id, record, JobState.PROCESSING, 0, f"Retrying: {failure_message(info)}")
+    if state == JobState.SUCCESS:
+        return _make(task_id, record, JobState.SUCCESS, 100, "Done")
+    if state == JobState.FAILURE:
+        return _make(task_id, record, JobState.FAILURE, 0, failure_message(info))
+    if state == JobState.REVOKED:
+        return _make(task_id, record, JobState.REVOKED, 0, "Cancelled")
+    # A state Celery may add that clients do not know: the job is on its way, as STARTED is.
+    return _make(task_id, record, JobState.PROCESSING, 0, str(state).title())
+
+
+def describe_queued(task_id: str, record: Mapping[str, str], view: QueueView) -> JobStatus:
+    """The status of a queued job: its place in the queue, and when it may start."""
+    queue = record["queue"]
+    if view.position is None:  # taken off the queue, the worker's first update not yet written
+        return _make(task_id, record, JobState.PROCESSING, 0, "Starting")
+    message = f"Queued — {ordinal(view.position)} in the {queue} queue"
+    if record.get("note"):
+        message += f" ({record['note']})"
+    eta = None
+    if not view.workers:
+        message += f"; no {queue} worker is running, so it waits until one starts"
+    elif view.typical_runtime is not None:
+        eta = round(start_estimate(view.position, view.workers, view.typical_runtime, view.running), 1)
+        message += f"{STARTS_IN}{max(1, round(eta))} s"
+    return _make(task_id, record, JobState.PENDING, 0, message, position=view.position, eta_seconds=eta)
