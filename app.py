@@ -88,6 +88,18 @@ class Child:
             self.process.wait()
 
 
+def restart_delay(restarts: int, lived: float) -> tuple[float, int]:
+    """The wait before restarting a child that died after living ``lived`` seconds, having been
+    restarted ``restarts`` times in a row, and the count to keep.
+
+    A child that keeps dying young backs off: 1 s, 2 s, 4 s ... 30 s at most. One that lived over a
+    minute was healthy: its count starts again at 0 (so it waits 1 s).
+    """
+    if lived > 60:
+        restarts = 0
+    return min(30.0, 2.0**restarts), restarts
+
+
 class Supervisor:
     """Starts children in order, restarts any that dies (with back-off), stops them in reverse."""
 
@@ -117,10 +129,7 @@ class Supervisor:
                     continue
                 now = time.monotonic()
                 if not child.next_start:
-                    # Back off only if it keeps dying young: 1 s, 2 s, 4 s ... 30 s.
-                    if now - child.started_at > 60:
-                        child.restarts = 0
-                    delay = min(30.0, 2.0**child.restarts)
+                    delay, child.restarts = restart_delay(child.restarts, now - child.started_at)
                     child.next_start = now + delay
                     log.warning("%s exited with %s; restarting in %.0f s", child.name, child.process.returncode, delay)
                 elif now >= child.next_start:
@@ -332,19 +341,28 @@ def download_models() -> int:
     from pipelines.base import PipelineError
     from settings import get_settings
 
-    print(f"Models folder: {get_settings().models_dir.resolve()}")
-    print("The weight-free engines need no download: object_removal (telea), style_transfer (fast).")
+    settings = get_settings()
+    print(f"Models folder: {settings.models_dir.resolve()}")
+    weight_free = [
+        f"{op.name} ({name})" for op in OPERATIONS.values() for name, engine in op.engines.items() if engine.weight_free
+    ]
+    print(f"The weight-free engines need no download: {', '.join(weight_free)}.")
     failed = 0
     for op in OPERATIONS.values():
-        if op.download is None:
+        downloads = [engine.download for engine in op.engines.values() if engine.download is not None]
+        if not downloads:
             continue
         print(f"{op.name}:", flush=True)
-        try:
-            for line in op.download():
-                print(f"  {line}", flush=True)
-        except PipelineError as exc:
+        failures = 0
+        for download in downloads:
+            try:
+                for line in download(settings):
+                    print(f"  {line}", flush=True)
+            except PipelineError as exc:
+                failures += 1
+                print(f"  failed: {exc}", flush=True)
+        if failures:
             failed += 1
-            print(f"  failed: {exc}", flush=True)
     return failed
 
 

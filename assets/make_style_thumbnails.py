@@ -10,13 +10,14 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.style_transfer import STYLE_PRESETS, load_fast_engine
+from settings import get_settings
 
 
 def main() -> None:
     from skimage import data
 
     photo = Image.fromarray(data.chelsea()).crop((60, 0, 360, 300)).resize((192, 192), Image.Resampling.LANCZOS)
-    engine = load_fast_engine()
+    engine = load_fast_engine(get_settings())
     out = Path(__file__).parent / "styles"
     out.mkdir(exist_ok=True)
     for preset in STYLE_PRESETS.values():

@@ -38,18 +38,21 @@ def direct_call(size: int, steps: int) -> tuple[float, float]:
     """(total seconds, engine run seconds) of one in-process generation."""
     from pipelines.base import JobInput, no_progress
     from pipelines.image_generation import ImageGenerationParameters, generate_image
+    from settings import get_settings
 
     params = ImageGenerationParameters(width=size, height=size, steps=steps, seed=0)
+    job = JobInput(images={}, parameters=params, prompt="a lighthouse", settings=get_settings())
     started = time.perf_counter()
-    output = generate_image(JobInput(images={}, parameters=params, prompt="a lighthouse"), no_progress)
+    output = generate_image(job, no_progress)
     return time.perf_counter() - started, output.metadata["timings"]["run"]
 
 
 def tiny_on_cpu(n: int) -> None:
     from pipelines.diffusion import load_model
+    from settings import get_settings
 
     load_started = time.perf_counter()
-    load_model()
+    load_model(get_settings())
     load_seconds = time.perf_counter() - load_started
     rows = []
     for size in SIZES:

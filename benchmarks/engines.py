@@ -71,23 +71,29 @@ def main() -> None:
         from pipelines.background_removal import BackgroundRemovalParameters, rembg_home, remove_background
         from pipelines.base import JobInput, no_progress
         from pipelines.face_swap import FaceSwapParameters, insightface_root, swap_faces
+        from settings import get_settings
         from tests.support.tiny_onnx import build_insightface_models, build_rembg_models
 
+        settings = get_settings()
         started = time.perf_counter()
-        build_rembg_models(rembg_home(), ("u2net",))
-        build_insightface_models(insightface_root())
+        build_rembg_models(rembg_home(settings), ("u2net",))
+        build_insightface_models(insightface_root(settings))
         print(f"tiny models built in {time.perf_counter() - started:.1f} s into {models}\n")
 
         rows = []
         for size in sizes:
             image = picture(size)
-            job = JobInput(images={"image": image}, parameters=BackgroundRemovalParameters(model="u2net"))
+            job = JobInput(
+                images={"image": image}, parameters=BackgroundRemovalParameters(model="u2net"), settings=settings
+            )
             first, median, output = timed(partial(remove_background, job, no_progress), repeat)
             rows.append(("background_removal (u2net)", size, first, median, f"{output.image.mode}"))
         source = two_faces((512, 512))
         for size in sizes:
             target = two_faces(size)
-            job = JobInput(images={"image": source, "target_image": target}, parameters=FaceSwapParameters())
+            job = JobInput(
+                images={"image": source, "target_image": target}, parameters=FaceSwapParameters(), settings=settings
+            )
             first, median, output = timed(partial(swap_faces, job, no_progress), repeat)
             found = f"{output.metadata['faces_swapped']}/{output.metadata['faces_found']} faces"
             rows.append(("face_swap (all faces)", size, first, median, found))

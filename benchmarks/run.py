@@ -168,10 +168,11 @@ def round_trip(base_url: str, redis_url: str, n: int) -> None:
     from pipelines.base import JobInput, no_progress
     from pipelines.images import open_image
     from pipelines.object_removal import ObjectRemovalParameters, remove_object
+    from settings import Settings
 
     image, mask = small_job()
     decoded = {"image": open_image(image, 10**8), "mask": open_image(mask, 10**8)}
-    params = ObjectRemovalParameters(engine="telea")
+    job = JobInput(decoded, ObjectRemovalParameters(engine="telea"), settings=Settings(redis_url=redis_url))
     raw = RawCelery(redis_url)
     payload = body(image, mask)
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,7 +186,7 @@ def round_trip(base_url: str, redis_url: str, n: int) -> None:
                 raw.job(image, mask)
                 rest_job(http, payload)
             rows = {
-                "direct pipeline call": timed(lambda: remove_object(JobInput(decoded, params), no_progress), n),
+                "direct pipeline call": timed(lambda: remove_object(job, no_progress), n),
                 "raw Celery apply_async().get()": timed(lambda: raw.job(image, mask), n),
                 "REST submit → SUCCESS (poll 5 ms)": timed(lambda: rest_job(http, payload), n),
                 "REST submit → SUCCESS (status?wait=10)": timed(lambda: rest_job(http, payload, poll=0), n),
@@ -259,7 +260,8 @@ def transport(base_url: str, redis_url: str) -> None:
         record = store.record(job_id) or {}
         read = median_of(lambda: load_job(store, job_id, record, {"engine": "telea"}, None, settings))  # noqa: B023
         decoded = {"image": open_image(image, settings.max_pixels), "mask": open_image(mask, settings.max_pixels)}
-        output = remove_object(JobInput(decoded, ObjectRemovalParameters(engine="telea")), no_progress).image
+        job = JobInput(decoded, ObjectRemovalParameters(engine="telea"), settings=settings)
+        output = remove_object(job, no_progress).image
         encoded = median_of(lambda: encode_png(output))  # noqa: B023
         with httpx.Client(base_url=base_url, timeout=120) as http:
             totals, engine = [], []

@@ -6,16 +6,26 @@ Weights live in rembg's home, by default ATELIER_MODELS_DIR/rembg (U2NET_HOME, w
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from pydantic import Field, field_validator
 
-from pipelines.base import JobInput, JobOutput, ModelUnavailable, Operation, Parameters, PipelineError, Progress
-from pipelines.models import load_counts, load_once, resolve_device
-from settings import get_settings
+from pipelines.base import (
+    Engine,
+    JobInput,
+    JobOutput,
+    ModelUnavailable,
+    Operation,
+    Parameters,
+    PipelineError,
+    Progress,
+    Stopwatch,
+    engine_map,
+)
+from pipelines.models import cache_key, load_counts, load_once, onnx_providers
+from settings import Settings
 
 # rembg 2.0.86's local, single-mask sessions (rembg/sessions/__init__.py), checked here so a typo
 # is a 400, not a failed job. Left out: the remote ones needing credentials (withoutbg,
@@ -93,13 +103,12 @@ def color_channels(color: str) -> list[int]:
     return channels if len(channels) == 4 else [*channels, 255]
 
 
-def rembg_home() -> Path:
-    settings = get_settings()
+def rembg_home(settings: Settings) -> Path:
     return settings.rembg_home or settings.models_dir / "rembg"
 
 
-def default_model() -> str:
-    model = get_settings().background_model
+def default_model(settings: Settings) -> str:
+    model = settings.background_model
     if model not in REMBG_MODELS:
         raise PipelineError(f"ATELIER_BACKGROUND_MODEL is {model!r}; available: {', '.join(REMBG_MODELS)}")
     return model
@@ -127,26 +136,25 @@ def require_model(model: str, home: Path) -> Path:
     return path
 
 
-def providers() -> list[str]:
-    if resolve_device(get_settings().device) == "cuda":
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
-def _point_rembg_home() -> Path:
+def _point_rembg_home(settings: Settings) -> Path:
     # rembg reads U2NET_HOME itself, deep inside its session classes; this is the one place we set it.
-    home = rembg_home()
+    home = rembg_home(settings)
     os.environ["U2NET_HOME"] = str(home)
     return home
 
 
-def load_session(model: str) -> Any:
+def session_key(model: str, settings: Settings) -> str:
+    """The ``load_once`` key (and ``load_counts`` entry) of ``model``'s session under ``settings``."""
+    return cache_key("rembg", model, rembg_home(settings), settings.device)
+
+
+def load_session(model: str, settings: Settings) -> Any:
     """A rembg session for ``model`` from the local weights (never a download)."""
-    path = require_model(model, _point_rembg_home())
+    path = require_model(model, _point_rembg_home(settings))
     import rembg
 
     try:
-        return rembg.new_session(model, providers=providers())
+        return rembg.new_session(model, providers=onnx_providers(settings))
     except Exception as exc:  # onnxruntime's own errors read like internals: say what to do instead
         raise ModelUnavailable(
             f"Background model {model!r} at {path} could not be loaded ({type(exc).__name__}); the file "
@@ -158,11 +166,12 @@ def load_session(model: str) -> Any:
 def remove_background(job: JobInput, progress: Progress) -> JobOutput:
     """Cut the subject of ``image`` out onto transparency (or ``bgcolor``), or return its mask."""
     params: BackgroundRemovalParameters = job.parameters
-    model = params.model or default_model()
+    model = params.model or default_model(job.settings)
     progress(0.05, f"Loading background model {model}")
-    started = time.perf_counter()
-    session = load_once(f"rembg:{model}", lambda: load_session(model))
-    loaded = time.perf_counter()
+    watch = Stopwatch()
+    key = session_key(model, job.settings)
+    session = load_once(key, lambda: load_session(model, job.settings))
+    watch.lap("load")
 
     import numpy as np
     import rembg
@@ -171,7 +180,7 @@ def remove_background(job: JobInput, progress: Progress) -> JobOutput:
         next_step = "Post-processing the mask" if params.post_process_mask else "Mask ready"
     else:
         next_step = "Refining edges with alpha matting" if params.alpha_matting else "Composing the cut-out"
-    reporting = _ReportingSession(session, progress, model, next_step)
+    reporting = _ReportingSession(session, progress, model, next_step, watch)
     result = rembg.remove(
         job.images["image"].convert("RGB"),
         session=reporting,
@@ -191,12 +200,8 @@ def remove_background(job: JobInput, progress: Progress) -> JobOutput:
             "engine": "rembg",
             "model": model,
             "foreground_fraction": round(float(np.asarray(reporting.mask).mean()) / 255, 4),
-            "model_loads_in_process": load_counts[f"rembg:{model}"],
-            "timings": {
-                "load": round(loaded - started, 4),
-                "infer": round(reporting.inferred - loaded, 4),
-                "compose": round(time.perf_counter() - reporting.inferred, 4),
-            },
+            "model_loads_in_process": load_counts[key],
+            "timings": watch.lap("compose"),
         },
     )
 
@@ -204,25 +209,26 @@ def remove_background(job: JobInput, progress: Progress) -> JobOutput:
 class _ReportingSession:
     """Wraps a rembg session so progress can tell inference from composing inside ``rembg.remove``."""
 
-    def __init__(self, session: Any, progress: Progress, model: str, next_step: str) -> None:
+    def __init__(self, session: Any, progress: Progress, model: str, next_step: str, watch: Stopwatch) -> None:
         self.session, self.progress, self.model, self.next_step = session, progress, model, next_step
+        self.watch = watch  # its "infer" lap ends when the mask is there
         self.mask: Image.Image | None = None
-        self.inferred = time.perf_counter()
 
     def predict(self, image: Image.Image, *args: Any, **kwargs: Any) -> list[Image.Image]:
         self.progress(0.2, f"Finding the subject ({self.model})")
         masks: list[Image.Image] = self.session.predict(image, *args, **kwargs)
         if len(masks) != 1:
             raise PipelineError(f"Model {self.model!r} gave {len(masks)} masks; background removal needs one")
-        self.mask, self.inferred = masks[0], time.perf_counter()
+        self.mask = masks[0]
+        self.watch.lap("infer")
         self.progress(0.7, self.next_step)
         return masks
 
 
-def download() -> list[str]:
+def download(settings: Settings) -> list[str]:
     """Fetch the default background model with rembg's own downloader."""
-    model = default_model()
-    home = _point_rembg_home()
+    model = default_model(settings)
+    home = _point_rembg_home(settings)
     existing = model_file(model, home)
     if existing is not None:
         return [f"{model}: {existing} (already there)"]
@@ -238,13 +244,29 @@ def download() -> list[str]:
     return [f"{model}: {path}"]
 
 
+class RembgEngine(Engine):
+    """rembg's sessions; ``parameters.model`` picks the network (default ATELIER_BACKGROUND_MODEL)."""
+
+    name = "rembg"
+
+    def is_ready(self, settings: Settings) -> bool:
+        try:
+            return model_file(default_model(settings), rembg_home(settings)) is not None
+        except PipelineError:  # ATELIER_BACKGROUND_MODEL names no rembg model
+            return False
+
+    def download(self, settings: Settings) -> list[str]:
+        return download(settings)
+
+    def run(self, job: JobInput, progress: Progress) -> JobOutput:
+        return remove_background(job, progress)
+
+
 OPERATION = Operation(
     name="background_removal",
     queue="cpu",
     title="Remove background",
     parameters=BackgroundRemovalParameters,
-    run=remove_background,
+    engines=engine_map(RembgEngine()),
     required_images=("image",),
-    engines=("rembg",),
-    download=download,
 )

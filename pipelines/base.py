@@ -1,16 +1,21 @@
-"""The small interface every operation shares. Imports nothing heavy: the web process reads it."""
+"""The small interface every operation and engine shares. Imports nothing heavy: the web process reads it."""
 
 from __future__ import annotations
 
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
+from settings import Settings
+
 ImageField = Literal["image", "target_image", "mask", "style_image"]
 IMAGE_FIELDS: tuple[ImageField, ...] = ("image", "target_image", "mask", "style_image")
+Queue = Literal["gpu", "cpu"]
 
 
 class Progress(Protocol):
@@ -46,12 +51,19 @@ class Parameters(BaseModel):
 
 
 @dataclass(frozen=True)
-class JobInput:
-    """What an operation runs on: decoded images by field, the prompt and validated parameters."""
+class JobRequest:
+    """What was submitted: decoded images by field, validated parameters and the prompt (what ``check`` reads)."""
 
     images: Mapping[str, Image.Image]
     parameters: Any
     prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class JobInput(JobRequest):
+    """What an engine runs on: the request, and the settings of the process that runs it."""
+
+    settings: Settings = field(kw_only=True)
 
 
 @dataclass
@@ -63,10 +75,62 @@ class JobOutput:
     prompt_used: str | None = None
 
 
-Check = Callable[[JobInput], dict[str, list[str]]]
+class Stopwatch:
+    """A job's ``timings``: ``lap(name)`` records the seconds since the previous lap (or the start)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._mark = time.perf_counter()
+
+    def lap(self, name: str) -> dict[str, float]:
+        """Record lap ``name``; returns every lap so far, for the metadata's ``timings``."""
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._mark, 4)
+        self._mark = now
+        return dict(self.laps)
 
 
-def no_checks(job: JobInput) -> dict[str, list[str]]:
+class Engine(ABC):
+    """One way of doing an operation's work (rembg's sessions, IOPaint's model classes).
+
+    An operation holds its engines in a mapping; the ``engine`` choices a user sees, the routing and
+    ``python app.py download-models`` are derived from it. Heavy libraries are imported inside the
+    methods, so the registry stays light to import.
+    """
+
+    name: ClassVar[str]
+    # None: the operation's queue. An engine that runs best where another queue's model is already
+    # loaded names that queue (object removal's diffusion engine: gpu).
+    queue: ClassVar[Queue | None] = None
+    # True for engines with nothing to fetch at all (OpenCV, weights shipped in a pip package).
+    weight_free: ClassVar[bool] = False
+    # ``python app.py download-models``: ``download(settings)`` fetches the weights into
+    # ATELIER_MODELS_DIR and returns one line per model saying what is where. None: nothing to fetch.
+    download: Callable[[Settings], list[str]] | None = None
+
+    def is_ready(self, settings: Settings) -> bool:
+        """Whether this engine can run here as configured (its weights are present). Cheap: loads nothing."""
+        return True
+
+    @abstractmethod
+    def run(self, job: JobInput, progress: Progress) -> JobOutput:
+        """Do the work, reporting through ``progress``; raise :class:`PipelineError` for the user."""
+
+
+def engine_map(*engines: Engine) -> dict[str, Engine]:
+    """An operation's engines by name, in the order given (the first is preferred when ready)."""
+    return {engine.name: engine for engine in engines}
+
+
+def engine_choice(engines: Mapping[str, Engine]) -> Any:
+    """The ``Literal`` of ``engines``' names, for a parameters model's ``engine`` field."""
+    return Literal[tuple(engines)]
+
+
+Check = Callable[[JobRequest], dict[str, list[str]]]
+
+
+def no_checks(job: JobRequest) -> dict[str, list[str]]:
     return {}
 
 
@@ -75,26 +139,46 @@ class Operation:
     """One entry of the registry: everything the API, the queue and the worker need to know."""
 
     name: str
-    queue: Literal["gpu", "cpu"]
+    queue: Queue
     title: str
     parameters: type[Parameters]
-    run: Callable[[JobInput, Progress], JobOutput]
+    # At least one; the parameters' ``engine`` names one of them (see ``engine_choice``).
+    engines: Mapping[str, Engine]
     required_images: tuple[ImageField, ...] = ()
     optional_images: tuple[ImageField, ...] = ()
     prompt: Literal["required", "optional", "unused"] = "unused"
-    engines: tuple[str, ...] = ()
     # Cross-field rules that need the decoded images (mask size, style or style_image).
     check: Check = no_checks
     # The image fields whose pixels ``check`` reads: decoded on submit. The others are only checked
     # there for format, size and completeness (``check`` may read their ``.size``, not their pixels).
     check_reads: tuple[ImageField, ...] = ()
-    # Engines that run on another queue than ``queue``: object removal's diffusion engine runs
-    # where the diffusion model is already loaded (the gpu queue), not on the cpu queue.
-    engine_queues: Mapping[str, Literal["gpu", "cpu"]] = field(default_factory=dict)
-    # ``python app.py download-models``: fetches this operation's weights ahead of time into
-    # ATELIER_MODELS_DIR and returns one line per model saying what is where (None: nothing to fetch).
-    download: Callable[[], list[str]] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.engines:
+            raise ValueError(f"Operation {self.name!r} needs at least one engine")
 
     @property
     def image_fields(self) -> tuple[ImageField, ...]:
         return self.required_images + self.optional_images
+
+    def default_engine(self, settings: Settings) -> str:
+        """The first engine that can run here; the first of all when none can (its error then says why)."""
+        if len(self.engines) > 1:
+            for name, engine in self.engines.items():
+                if engine.is_ready(settings):
+                    return name
+        return next(iter(self.engines))
+
+    def engine_for(self, parameters: Any, settings: Settings) -> Engine:
+        """The engine ``parameters`` names, else the default one."""
+        name = getattr(parameters, "engine", None) or self.default_engine(settings)
+        return self.engines[name]
+
+    def queue_of(self, engine: str | None) -> Queue:
+        """The queue a job for ``engine`` goes to: the engine's own, else the operation's."""
+        chosen = self.engines.get(engine) if engine is not None else None
+        return (chosen.queue if chosen is not None else None) or self.queue
+
+    def run(self, job: JobInput, progress: Progress) -> JobOutput:
+        """Run ``job`` on the engine its parameters name (else the default engine)."""
+        return self.engine_for(job.parameters, job.settings).run(job, progress)

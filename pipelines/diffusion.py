@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,9 +27,10 @@ from urllib.parse import urlsplit
 
 from PIL import Image, ImageFilter
 
-from pipelines.base import JobCancelled, ModelUnavailable, PipelineError, Progress
-from pipelines.models import load_counts, load_once, resolve_device
-from settings import get_settings
+from pipelines.base import JobCancelled, ModelUnavailable, PipelineError, Progress, Stopwatch
+from pipelines.images import with_alpha_of
+from pipelines.models import cache_key, load_counts, load_once, torch_device
+from settings import Settings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,13 +49,21 @@ LATENT_RGB_FACTORS = (
 )
 
 
-def hub_cache() -> Path:
-    return get_settings().models_dir / "huggingface"
+def hub_cache(settings: Settings) -> Path:
+    return settings.models_dir / "huggingface"
 
 
-def pipeline_key(model: str) -> str:
-    """The ``load_once`` key of ``model``'s loaded pipeline (its ``load_counts`` entry)."""
-    return f"diffusion/{model}"
+def pipeline_key(settings: Settings) -> str:
+    """The ``load_once`` key (and ``load_counts`` entry) of the pipeline ``settings`` select."""
+    return cache_key(
+        "diffusion",
+        settings.generation_model,
+        settings.models_dir,
+        settings.device,
+        settings.generation_dtype,
+        settings.attention_slicing,
+        settings.cpu_offload,
+    )
 
 
 # -- finding the weights ---------------------------------------------------------------------------
@@ -65,10 +73,10 @@ DOWNLOAD_ADVICE = (
 )
 
 
-def _how_to_provide(model: str) -> str:
+def _how_to_provide(model: str, settings: Settings) -> str:
     return (
         "Set ATELIER_GENERATION_MODEL to a local diffusers folder, or run `python app.py download-models` "
-        f"on a machine with network access (it saves {model!r} under ATELIER_MODELS_DIR={get_settings().models_dir})."
+        f"on a machine with network access (it saves {model!r} under ATELIER_MODELS_DIR={settings.models_dir})."
     )
 
 
@@ -101,7 +109,18 @@ def hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_SECONDS) -> str | 
     return None if error is None else f"cannot reach {host}:{port} ({error})"
 
 
-def locate_model(model: str, download: bool = True, advice: str | None = None) -> str:
+def model_present(settings: Settings) -> bool:
+    """Whether the generation model is here without a download: its folder, or its files in the Hub cache."""
+    model = settings.generation_model
+    path = Path(model).expanduser()
+    if path.is_dir() or _looks_like_path(model):
+        return (path / "model_index.json").is_file()
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(model, "model_index.json", cache_dir=hub_cache(settings)), str)
+
+
+def locate_model(model: str, settings: Settings, download: bool = True, advice: str | None = None) -> str:
     """The local folder holding ``model``, downloading it into the Hub cache when allowed and possible.
 
     ``advice`` replaces the usual "how to provide it" of the error messages."""
@@ -116,51 +135,46 @@ def locate_model(model: str, download: bool = True, advice: str | None = None) -
         return str(path)
     if _looks_like_path(model):
         raise ModelUnavailable(
-            f"The generation model folder {model} does not exist. {advice or _how_to_provide(model)}"
+            f"The generation model folder {model} does not exist. {advice or _how_to_provide(model, settings)}"
         )
     from diffusers import DiffusionPipeline
     from huggingface_hub import constants
 
+    cache = hub_cache(settings)
     try:
-        return str(DiffusionPipeline.download(model, cache_dir=hub_cache(), local_files_only=True))
+        return str(DiffusionPipeline.download(model, cache_dir=cache, local_files_only=True))
     except (OSError, ValueError):
         pass  # not cached (or only partly): fetch it, if the Hub can be reached at all
     reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_unreachable(constants.ENDPOINT)
     if not download or reason:
-        where = f"not in {hub_cache()}" + (f" and the Hugging Face Hub is unavailable: {reason}" if reason else "")
-        raise ModelUnavailable(f"The generation model {model!r} is {where}. {advice or _how_to_provide(model)}")
+        where = f"not in {cache}" + (f" and the Hugging Face Hub is unavailable: {reason}" if reason else "")
+        raise ModelUnavailable(
+            f"The generation model {model!r} is {where}. {advice or _how_to_provide(model, settings)}"
+        )
     try:
-        return str(DiffusionPipeline.download(model, cache_dir=hub_cache()))
+        return str(DiffusionPipeline.download(model, cache_dir=cache))
     except Exception as exc:  # the Hub client raises many kinds; all mean the same here
         raise ModelUnavailable(f"Downloading the generation model {model!r} failed: {exc}") from exc
 
 
-def download_generation_model() -> list[str]:
+def download_generation_model(settings: Settings) -> list[str]:
     """``python app.py download-models``: fetch the generation model into the Hub cache."""
-    model = get_settings().generation_model
+    model = settings.generation_model
     started = time.perf_counter()
-    folder = locate_model(model, advice=DOWNLOAD_ADVICE)  # not "run download-models": this is it
+    folder = locate_model(model, settings, advice=DOWNLOAD_ADVICE)  # not "run download-models": this is it
     return [f"{model}: {folder} ({time.perf_counter() - started:.1f} s)"]
 
 
 # -- the loaded model ------------------------------------------------------------------------------
-def torch_device_and_dtype() -> tuple[str, torch.dtype]:
-    """settings.device and settings.generation_dtype, as torch sees them (auto: fp16 on CUDA, fp32 on CPU)."""
+def torch_dtype(settings: Settings, device: str) -> torch.dtype:
+    """settings.generation_dtype as torch's dtype (auto: fp16 on CUDA, fp32 on the CPU)."""
     import torch
 
-    settings = get_settings()
-    device = resolve_device(settings.device)
-    if device == "cuda" and not torch.cuda.is_available():
-        if settings.device == "cuda":
-            raise ModelUnavailable(
-                f"ATELIER_DEVICE=cuda but torch {torch.__version__} sees no CUDA GPU; set ATELIER_DEVICE=auto or cpu"
-            )
-        device = "cpu"  # onnxruntime sees a GPU that this torch build cannot use
     dtype_name = settings.generation_dtype
     if dtype_name == "auto":
         dtype_name = "float16" if device == "cuda" else "float32"
     dtype: torch.dtype = getattr(torch, dtype_name)
-    return device, dtype
+    return dtype
 
 
 @dataclass
@@ -173,6 +187,7 @@ class DiffusionModel:
     dtype: str
     folder: str
     load_seconds: float
+    cache_key: str
     _views: dict[str, Any] = field(default_factory=dict)
 
     def image_to_image(self) -> Any:
@@ -200,21 +215,22 @@ class DiffusionModel:
             "model": self.name,
             "device": self.device,
             "dtype": self.dtype,
-            "model_loads_in_process": load_counts[pipeline_key(self.name)],
+            "model_loads_in_process": load_counts[self.cache_key],
         }
 
 
-def _load(model: str) -> DiffusionModel:
+def _load(settings: Settings, key: str) -> DiffusionModel:
     started = time.perf_counter()
-    device, dtype = torch_device_and_dtype()
-    folder = locate_model(model)
+    model = settings.generation_model
+    device = torch_device(settings)
+    dtype = torch_dtype(settings, device)
+    folder = locate_model(model, settings)
     from diffusers import AutoPipelineForText2Image
 
     try:
         pipe = AutoPipelineForText2Image.from_pretrained(folder, dtype=dtype, local_files_only=True)  # type: ignore[no-untyped-call]
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(f"The generation model {model!r} could not be loaded from {folder}: {exc}") from exc
-    settings = get_settings()
     if settings.attention_slicing:
         pipe.enable_attention_slicing()
     if settings.cpu_offload and device == "cuda":
@@ -222,13 +238,14 @@ def _load(model: str) -> DiffusionModel:
     else:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    return DiffusionModel(pipe, model, device, str(dtype).removeprefix("torch."), folder, time.perf_counter() - started)
+    dtype_name = str(dtype).removeprefix("torch.")
+    return DiffusionModel(pipe, model, device, dtype_name, folder, time.perf_counter() - started, key)
 
 
-def load_model() -> DiffusionModel:
+def load_model(settings: Settings) -> DiffusionModel:
     """The configured generation model, loaded once per worker process."""
-    model = get_settings().generation_model
-    return load_once(pipeline_key(model), lambda: _load(model))
+    key = pipeline_key(settings)
+    return load_once(key, lambda: _load(settings, key))
 
 
 # -- steps, seeds and previews ---------------------------------------------------------------------
@@ -256,18 +273,14 @@ def latents_preview(latents: torch.Tensor) -> Image.Image | None:
 
 
 def load_with_progress(
-    progress: Progress, message: str = "Loading the diffusion model"
-) -> tuple[DiffusionModel, Callable[[], dict[str, float]]]:
-    """The loaded model, and a function that gives the job's ``timings`` (load, and run since)."""
+    progress: Progress, settings: Settings, message: str = "Loading the diffusion model"
+) -> tuple[DiffusionModel, Stopwatch]:
+    """The loaded model, and the job's stopwatch with its ``load`` lap (the ``run`` lap is the caller's)."""
     progress(0.02, message)
-    started = time.perf_counter()
-    model = load_model()
-    loaded = time.perf_counter()
-
-    def timings() -> dict[str, float]:
-        return {"load": round(loaded - started, 4), "run": round(time.perf_counter() - loaded, 4)}
-
-    return model, timings
+    watch = Stopwatch()
+    model = load_model(settings)
+    watch.lap("load")
+    return model, watch
 
 
 class StepProgress:
@@ -323,10 +336,10 @@ def img2img_steps(strength: float, steps: int = 4) -> int:
 
 
 def restyle(
-    image: Image.Image, prompt: str, strength: float, progress: Progress, seed: int = 0
+    image: Image.Image, prompt: str, strength: float, progress: Progress, settings: Settings, seed: int = 0
 ) -> tuple[Image.Image, dict[str, Any]]:
     """Repaint ``image`` after ``prompt`` with img2img on the loaded model; ``strength`` in (0, 1]."""
-    model, timings = load_with_progress(progress)
+    model, watch = load_with_progress(progress, settings)
     photo = image.convert("RGB")
     steps = img2img_steps(strength)
     bridge = StepProgress(progress, "Applying style")
@@ -347,16 +360,22 @@ def restyle(
         "seed": seed,
         "steps": bridge.steps,
         "denoising_strength": strength,
-        "timings": timings(),
+        "timings": watch.lap("run"),
     }
     return result, metadata
 
 
 def inpaint(
-    image: Image.Image, mask: np.ndarray, prompt: str, progress: Progress, steps: int = 4, seed: int = 0
+    image: Image.Image,
+    mask: np.ndarray,
+    prompt: str,
+    progress: Progress,
+    settings: Settings,
+    steps: int = 4,
+    seed: int = 0,
 ) -> tuple[Image.Image, dict[str, Any]]:
     """Fill the True area of ``mask`` after ``prompt``; pixels more than 5 px outside it are kept exactly."""
-    model, timings = load_with_progress(progress)
+    model, watch = load_with_progress(progress, settings)
     photo = image.convert("RGB")
     mask_image = Image.fromarray(mask.astype("uint8") * 255, "L")
     width, height = working_size(photo.size)
@@ -377,13 +396,11 @@ def inpaint(
     # Paste the fill back into the full-size original through a slightly soft mask.
     filled = filled.resize(photo.size, Image.Resampling.LANCZOS)
     soft = mask_image.filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(1.5))
-    result = Image.composite(filled, photo, soft)
-    if image.mode in ("RGBA", "LA"):
-        result.putalpha(image.getchannel("A"))
+    result = with_alpha_of(image, Image.composite(filled, photo, soft))
     metadata = {
         **model.metadata(),
         "seed": seed,
         "steps": bridge.steps,
-        "timings": timings(),
+        "timings": watch.lap("run"),
     }
     return result, metadata

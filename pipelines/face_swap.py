@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,9 +18,21 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from pipelines.base import JobInput, JobOutput, ModelUnavailable, Operation, Parameters, PipelineError, Progress
-from pipelines.models import load_counts, load_once, resolve_device
-from settings import get_settings
+from pipelines.base import (
+    Engine,
+    JobInput,
+    JobOutput,
+    ModelUnavailable,
+    Operation,
+    Parameters,
+    PipelineError,
+    Progress,
+    Stopwatch,
+    engine_map,
+)
+from pipelines.images import with_alpha_of
+from pipelines.models import cache_key, load_counts, load_once, onnx_providers
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +48,8 @@ class FaceSwapParameters(Parameters):
     )
 
 
-def insightface_root() -> Path:
-    return get_settings().models_dir / "insightface"
+def insightface_root(settings: Settings) -> Path:
+    return settings.models_dir / "insightface"
 
 
 def missing_pack_files(root: Path, pack: str) -> list[Path]:
@@ -74,12 +85,6 @@ def require_models(root: Path, pack: str, swapper: str) -> None:
     )
 
 
-def providers() -> list[str]:
-    if resolve_device(get_settings().device) == "cuda":
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
 @contextlib.contextmanager
 def _quiet() -> Any:
     # insightface prints every model it finds; keep that out of the worker's log unless debugging.
@@ -90,31 +95,40 @@ def _quiet() -> Any:
         log.debug("insightface: %s", buffer.getvalue().strip())
 
 
-def load_analysis() -> Any:
-    settings = get_settings()
-    root = insightface_root()
+def analysis_key(settings: Settings) -> str:
+    """The ``load_once`` key (and ``load_counts`` entry) of the detector pack ``settings`` select."""
+    return cache_key("face_swap/analysis", insightface_root(settings), settings.face_analysis_pack, settings.device)
+
+
+def swapper_key(settings: Settings) -> str:
+    """The ``load_once`` key (and ``load_counts`` entry) of the swapper ``settings`` select."""
+    return cache_key("face_swap/inswapper", insightface_root(settings) / settings.face_swap_model, settings.device)
+
+
+def load_analysis(settings: Settings) -> Any:
+    root = insightface_root(settings)
     require_models(root, settings.face_analysis_pack, settings.face_swap_model)
     from insightface.app import FaceAnalysis
 
+    providers = onnx_providers(settings)
     with _quiet():
         analysis = FaceAnalysis(
             name=settings.face_analysis_pack,
             root=str(root),
             allowed_modules=["detection", "recognition"],  # landmarks, age and gender are not needed
-            providers=providers(),
+            providers=providers,
         )
-        analysis.prepare(ctx_id=0 if "CUDAExecutionProvider" in providers() else -1, det_size=DETECTION_SIZE)
+        analysis.prepare(ctx_id=0 if "CUDAExecutionProvider" in providers else -1, det_size=DETECTION_SIZE)
     return analysis
 
 
-def load_swapper() -> Any:
-    settings = get_settings()
-    root = insightface_root()
+def load_swapper(settings: Settings) -> Any:
+    root = insightface_root(settings)
     require_models(root, settings.face_analysis_pack, settings.face_swap_model)
     from insightface.model_zoo import get_model
 
     with _quiet():
-        swapper = get_model(str(root / settings.face_swap_model), providers=providers())
+        swapper = get_model(str(root / settings.face_swap_model), providers=onnx_providers(settings))
     if swapper is None or type(swapper).__name__ != "INSwapper":
         raise ModelUnavailable(
             f"{root / settings.face_swap_model} is not an inswapper model (insightface routed it elsewhere)"
@@ -135,61 +149,73 @@ def _faces(word: str, count: int) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
-def swap_faces(job: JobInput, progress: Progress) -> JobOutput:
-    """Put the largest face of ``image`` onto the faces of ``target_image`` (all, or ``face_index``)."""
-    params: FaceSwapParameters = job.parameters
-    progress(0.02, "Loading face models")
-    started = time.perf_counter()
-    analysis = load_once("face_swap:analysis", load_analysis)
-    swapper = load_once("face_swap:inswapper", load_swapper)
-    loaded = time.perf_counter()
+def _bgr(image: Image.Image) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
 
-    target_image = job.images["target_image"]
-    source_bgr = np.ascontiguousarray(np.asarray(job.images["image"].convert("RGB"))[:, :, ::-1])
-    target_bgr = np.ascontiguousarray(np.asarray(target_image.convert("RGB"))[:, :, ::-1])
+
+def find_faces(
+    analysis: Any, source_bgr: np.ndarray, target_bgr: np.ndarray, progress: Progress
+) -> tuple[Any, list[Any]]:
+    """The largest face of the source, and every face of the target from left to right."""
     progress(0.1, "Finding the source face")
     source_faces = analysis.get(source_bgr)
     if not source_faces:
         raise PipelineError("No face found in the source image")
-    source = max(source_faces, key=_area)
     progress(0.25, "Finding the faces in the target image")
     target_faces = sorted(analysis.get(target_bgr), key=lambda face: float(face.bbox[0]))  # left to right
     if not target_faces:
         raise PipelineError("No face found in the target image")
-    if params.face_index is not None and params.face_index >= len(target_faces):
+    return max(source_faces, key=_area), target_faces
+
+
+def chosen_faces(target_faces: list[Any], face_index: int | None) -> list[Any]:
+    if face_index is None:
+        return target_faces
+    if face_index >= len(target_faces):
+        count = len(target_faces)
         raise PipelineError(
-            f"face_index {params.face_index} but the target image has "
-            f"{_faces('face', len(target_faces))} ({'0' if len(target_faces) == 1 else f'0-{len(target_faces) - 1}'})"
+            f"face_index {face_index} but the target image has "
+            f"{_faces('face', count)} ({'0' if count == 1 else f'0-{count - 1}'})"
         )
-    chosen = target_faces if params.face_index is None else [target_faces[params.face_index]]
-    detected = time.perf_counter()
+    return [target_faces[face_index]]
+
+
+def swap_faces(job: JobInput, progress: Progress) -> JobOutput:
+    """Put the largest face of ``image`` onto the faces of ``target_image`` (all, or ``face_index``)."""
+    params: FaceSwapParameters = job.parameters
+    settings = job.settings
+    progress(0.02, "Loading face models")
+    watch = Stopwatch()
+    analysis = load_once(analysis_key(settings), lambda: load_analysis(settings))
+    swapper = load_once(swapper_key(settings), lambda: load_swapper(settings))
+    watch.lap("load")
+
+    target_image = job.images["target_image"]
+    target_bgr = _bgr(target_image)
+    source, target_faces = find_faces(analysis, _bgr(job.images["image"]), target_bgr, progress)
+    chosen = chosen_faces(target_faces, params.face_index)
+    watch.lap("detect")
 
     result = target_bgr.copy()
     for number, face in enumerate(chosen, start=1):
         progress(0.3 + 0.65 * (number - 1) / len(chosen), f"Swapping face {number}/{len(chosen)}")
         swap_one(swapper, result, face, source)
-    output = Image.fromarray(np.ascontiguousarray(result[:, :, ::-1]))
-    if target_image.mode in ("RGBA", "LA"):
-        output.putalpha(target_image.getchannel("A"))
+    output = with_alpha_of(target_image, Image.fromarray(np.ascontiguousarray(result[:, :, ::-1])))
     progress(1.0, f"Swapped {_faces('face', len(chosen))}")
     return JobOutput(
         image=output,
         metadata={
             "engine": "insightface",
-            "model": get_settings().face_swap_model,
-            "pack": get_settings().face_analysis_pack,
+            "model": settings.face_swap_model,
+            "pack": settings.face_analysis_pack,
             "faces_found": len(target_faces),
             "faces_swapped": len(chosen),
             "face_index": params.face_index,
             "source_face": _box(source),
             "target_faces": [_box(face) for face in target_faces],
-            "device": "cuda" if "CUDAExecutionProvider" in providers() else "cpu",
-            "model_loads_in_process": load_counts["face_swap:analysis"],
-            "timings": {
-                "load": round(loaded - started, 4),
-                "detect": round(detected - loaded, 4),
-                "swap": round(time.perf_counter() - detected, 4),
-            },
+            "device": "cuda" if "CUDAExecutionProvider" in onnx_providers(settings) else "cpu",
+            "model_loads_in_process": load_counts[analysis_key(settings)],
+            "timings": watch.lap("swap"),
         },
     )
 
@@ -211,10 +237,9 @@ def swap_one(swapper: Any, image: np.ndarray, face: Any, source: Any) -> None:
     image[top:bottom, left:right] = swapper.get(patch, local, source, paste_back=True)
 
 
-def download() -> list[str]:
+def download(settings: Settings) -> list[str]:
     """Fetch the detector pack with insightface's downloader; the swapper can only be explained."""
-    settings = get_settings()
-    root = insightface_root()
+    root = insightface_root(settings)
     pack = settings.face_analysis_pack
     swapper = root / settings.face_swap_model
     by_hand = (
@@ -244,13 +269,26 @@ def download() -> list[str]:
     return [*lines, f"{swapper.stem}: {swapper}"]
 
 
+class InsightFaceEngine(Engine):
+    """insightface's detector + recognizer pack and the inswapper model."""
+
+    name = "insightface"
+
+    def is_ready(self, settings: Settings) -> bool:
+        return not missing_files(insightface_root(settings), settings.face_analysis_pack, settings.face_swap_model)
+
+    def download(self, settings: Settings) -> list[str]:
+        return download(settings)
+
+    def run(self, job: JobInput, progress: Progress) -> JobOutput:
+        return swap_faces(job, progress)
+
+
 OPERATION = Operation(
     name="face_swap",
     queue="gpu",
     title="Face swap",
     parameters=FaceSwapParameters,
-    run=swap_faces,
+    engines=engine_map(InsightFaceEngine()),
     required_images=("image", "target_image"),
-    engines=("insightface",),
-    download=download,
 )

@@ -7,16 +7,18 @@ import math
 from PIL import Image
 from pydantic import Field, field_validator
 
-from pipelines.base import JobInput, JobOutput, Operation, Parameters, Progress
+from pipelines.base import Engine, JobInput, JobOutput, Operation, Parameters, Progress, engine_map
 from pipelines.diffusion import (
     ENGINE,
     StepProgress,
     download_generation_model,
     generators,
     load_with_progress,
+    model_present,
     random_seed,
     run_pipeline,
 )
+from settings import Settings
 
 
 def _multiple_of_8(value: int, name: str) -> int:
@@ -64,7 +66,7 @@ def grid(images: list[Image.Image]) -> tuple[Image.Image, int, int]:
 def generate_image(job: JobInput, progress: Progress) -> JobOutput:
     """Generate ``num_images`` images from ``prompt``; several come back as one grid image."""
     params: ImageGenerationParameters = job.parameters
-    model, timings = load_with_progress(progress, "Loading the generation model")
+    model, watch = load_with_progress(progress, job.settings, "Loading the generation model")
     seed = params.seed if params.seed is not None else random_seed()
     seeds = image_seeds(seed, params.num_images)
     bridge = StepProgress(progress, "Generating image" if params.num_images == 1 else "Generating images")
@@ -84,7 +86,7 @@ def generate_image(job: JobInput, progress: Progress) -> JobOutput:
         **model.metadata(),
         "seed": seed,
         "steps": bridge.steps,
-        "timings": timings(),
+        "timings": watch.lap("run"),
     }
     if len(images) == 1:
         image = images[0]
@@ -95,13 +97,26 @@ def generate_image(job: JobInput, progress: Progress) -> JobOutput:
     return JobOutput(image=image, metadata=metadata, prompt_used=job.prompt)
 
 
+class DiffusersEngine(Engine):
+    """Text to image on the shared diffusion model; its download also serves the other diffusion engines."""
+
+    name = ENGINE
+
+    def is_ready(self, settings: Settings) -> bool:
+        return model_present(settings)
+
+    def download(self, settings: Settings) -> list[str]:
+        return download_generation_model(settings)
+
+    def run(self, job: JobInput, progress: Progress) -> JobOutput:
+        return generate_image(job, progress)
+
+
 OPERATION = Operation(
     name="image_generation",
     queue="gpu",
     title="Generate",
     parameters=ImageGenerationParameters,
-    run=generate_image,
+    engines=engine_map(DiffusersEngine()),
     prompt="required",
-    engines=(ENGINE,),
-    download=download_generation_model,
 )

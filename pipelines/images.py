@@ -114,6 +114,13 @@ def _complete(data: bytes, fmt: str) -> bool:
     return len(data) >= 8 + int(riff_size)
 
 
+def with_alpha_of(source: Image.Image, result: Image.Image) -> Image.Image:
+    """``result`` (an engine's RGB output) given ``source``'s alpha channel back, when it has one."""
+    if source.mode in ("RGBA", "LA"):
+        result.putalpha(source.getchannel("A"))
+    return result
+
+
 PNG_COLOR_TYPES = {"L": 0, "RGB": 2, "LA": 4, "RGBA": 6}
 
 

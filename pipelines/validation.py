@@ -11,7 +11,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from pipelines import OPERATIONS
-from pipelines.base import IMAGE_FIELDS, JobInput, Operation
+from pipelines.base import IMAGE_FIELDS, JobRequest, Operation
 from pipelines.images import ImageRejected, decode_base64, open_image
 
 MAX_PROMPT = 5000
@@ -78,31 +78,26 @@ def validate_parameters(operation: Operation, raw: Any) -> tuple[Any, Details]:
         return None, details
 
 
-def validate_submission(
-    fields: Mapping[str, Any], files: Mapping[str, bytes], max_pixels: int
-) -> tuple[Submission, JobInput]:
-    """Check a submission; raise :class:`InvalidSubmission` with every problem found.
-
-    ``fields`` holds the JSON members (images as base64 strings); ``files`` holds raw
-    image bytes from a multipart upload. Returns the submission to store and the decoded
-    job input (images already opened, so the caller need not decode twice).
-    """
-    details: Details = {}
-    task_type = fields.get("task_type")
+def _operation(task_type: Any) -> Operation:
     if task_type is None or task_type == "":
         raise InvalidSubmission({"task_type": [f"task_type is required; one of: {', '.join(OPERATIONS)}"]})
     if not isinstance(task_type, str) or task_type not in OPERATIONS:
         shown = _echo(task_type) if isinstance(task_type, str) else task_type
         raise InvalidSubmission({"task_type": [f"Unknown task_type {shown!r}; available: {', '.join(OPERATIONS)}"]})
-    operation = OPERATIONS[task_type]
+    return OPERATIONS[task_type]
 
-    unknown = sorted((set(fields) | set(files)) - TOP_LEVEL_FIELDS)
+
+def _check_names(details: Details, names: set[str]) -> None:
+    unknown = sorted(names - TOP_LEVEL_FIELDS)
     for name in unknown[:MAX_REPORTED]:
         _add(details, _echo(name), f"Unknown field; allowed: {', '.join(sorted(TOP_LEVEL_FIELDS))}")
     if len(unknown) > MAX_REPORTED:
         _add(details, "body", f"{len(unknown) - MAX_REPORTED} more unknown fields")
 
-    prompt = fields.get("prompt")
+
+def _check_prompt(details: Details, operation: Operation, prompt: Any) -> str | None:
+    """The prompt to keep (None when absent or blank), adding its problems to ``details``."""
+    task_type = operation.name
     if prompt is not None and not isinstance(prompt, str):
         _add(details, "prompt", "prompt must be a string")
     elif operation.prompt == "required" and (prompt is None or not prompt.strip()):
@@ -111,9 +106,14 @@ def validate_submission(
         _add(details, "prompt", f"Prompt must be at most {MAX_PROMPT} characters (got {len(prompt)})")
     elif operation.prompt == "unused" and prompt is not None and prompt.strip():
         _add(details, "prompt", f"prompt is not used by {task_type}")  # as an image it does not use
-    if not isinstance(prompt, str) or not prompt.strip():
-        prompt = None
+    return prompt if isinstance(prompt, str) and prompt.strip() else None
 
+
+def _read_images(
+    details: Details, operation: Operation, fields: Mapping[str, Any], files: Mapping[str, bytes], max_pixels: int
+) -> tuple[dict[str, bytes], dict[str, Image.Image]]:
+    """Each image field's bytes and opened image, adding the problems of the others to ``details``."""
+    task_type = operation.name
     image_bytes: dict[str, bytes] = {}
     images: dict[str, Image.Image] = {}
     for name in IMAGE_FIELDS:
@@ -135,13 +135,29 @@ def validate_submission(
             image_bytes[name] = value
         except ImageRejected as exc:
             _add(details, name, f"{name} {exc}")
+    return image_bytes, images
 
+
+def validate_submission(
+    fields: Mapping[str, Any], files: Mapping[str, bytes], max_pixels: int
+) -> tuple[Submission, JobRequest]:
+    """Check a submission; raise :class:`InvalidSubmission` with every problem found.
+
+    ``fields`` holds the JSON members (images as base64 strings); ``files`` holds raw
+    image bytes from a multipart upload. Returns the submission to store and the decoded
+    request (images already opened, so the caller need not decode twice).
+    """
+    operation = _operation(fields.get("task_type"))
+    details: Details = {}
+    _check_names(details, set(fields) | set(files))
+    prompt = _check_prompt(details, operation, fields.get("prompt"))
+    image_bytes, images = _read_images(details, operation, fields, files, max_pixels)
     parameters, parameter_errors = validate_parameters(operation, fields.get("parameters"))
     details.update(parameter_errors)
     if details:
         raise InvalidSubmission(details)
 
-    job = JobInput(images=images, parameters=parameters, prompt=prompt)
+    job = JobRequest(images=images, parameters=parameters, prompt=prompt)
     details.update(operation.check(job))
     if details:
         raise InvalidSubmission(details)

@@ -15,11 +15,10 @@ TASK_NAME = "atelier.run_operation"
 
 
 def queue_for(task_type: str, settings: Settings, parameters: Mapping[str, Any] | None = None) -> str:
-    """The registry's queue for ``task_type`` (or for the engine ``parameters`` name, where the
-    operation routes an engine elsewhere), unless ``ATELIER_QUEUES`` overrides it."""
-    operation = OPERATIONS[task_type]
-    engine = str((parameters or {}).get("engine"))
-    return settings.queues.get(task_type) or operation.engine_queues.get(engine) or operation.queue
+    """The registry's queue for ``task_type`` (or the queue of the engine ``parameters`` name, where
+    that engine runs elsewhere), unless ``ATELIER_QUEUES`` overrides it."""
+    engine = (parameters or {}).get("engine")
+    return settings.queues.get(task_type) or OPERATIONS[task_type].queue_of(engine if isinstance(engine, str) else None)
 
 
 class ResultBackend(RedisBackend):  # type: ignore[misc]  # celery ships no types

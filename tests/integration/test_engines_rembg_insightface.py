@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from pipelines.background_removal import rembg_home
 from pipelines.face_swap import insightface_root
+from settings import get_settings
 from tests.conftest import b64
 from tests.integration.conftest import Api
 from tests.support.tiny_onnx import build_insightface_models, build_rembg_models, draw_faces
@@ -21,8 +22,8 @@ from tests.support.tiny_onnx import build_insightface_models, build_rembg_models
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_models() -> None:
-    build_rembg_models(rembg_home(), ("u2net",))
-    build_insightface_models(insightface_root())
+    build_rembg_models(rembg_home(get_settings()), ("u2net",))
+    build_insightface_models(insightface_root(get_settings()))
 
 
 def result_png(api: Api, task_id: str) -> Image.Image:

@@ -16,6 +16,7 @@ from pipelines.background_removal import (
     rembg_home,
     remove_background,
     require_model,
+    session_key,
 )
 from pipelines.base import JobInput, ModelUnavailable, PipelineError
 from pipelines.models import load_counts, load_once
@@ -27,7 +28,7 @@ SUBJECT = (150, 100, 350, 260)  # the light rectangle (left, top, right, bottom)
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_models() -> None:
-    home = rembg_home()
+    home = rembg_home(get_settings())
     build_rembg_models(home, ("u2net",))  # rembg's flat layout: <home>/u2net.onnx
     isnet = home / "models" / "isnet-general-use" / "isnet-general-use.onnx"  # where rembg downloads to
     if not isnet.exists():
@@ -44,7 +45,7 @@ def picture() -> Image.Image:
 def remove(image: Image.Image, **params: Any) -> tuple[Image.Image, dict[str, Any], list[tuple[float, str]]]:
     steps: list[tuple[float, str]] = []
     output = remove_background(
-        JobInput(images={"image": image}, parameters=BackgroundRemovalParameters(**params)),
+        JobInput(images={"image": image}, parameters=BackgroundRemovalParameters(**params), settings=get_settings()),
         lambda fraction, message, preview=None: steps.append((fraction, message)),
     )
     return output.image, output.metadata, steps
@@ -146,10 +147,11 @@ def test_other_model_loads_from_rembgs_own_folder(picture: Image.Image) -> None:
 
 def test_one_session_per_model_per_process(picture: Image.Image) -> None:
     remove(picture, model="u2net")
-    session = load_once("rembg:u2net", lambda: pytest.fail("the session should be cached"))
+    key = session_key("u2net", get_settings())
+    session = load_once(key, lambda: pytest.fail("the session should be cached"))
     remove(picture, model="u2net")
-    assert load_counts["rembg:u2net"] == 1
-    assert load_once("rembg:u2net", lambda: None) is session
+    assert load_counts[key] == 1
+    assert load_once(key, lambda: None) is session
 
 
 def test_missing_weights_fail_fast_naming_the_file(picture: Image.Image) -> None:
@@ -158,14 +160,14 @@ def test_missing_weights_fail_fast_naming_the_file(picture: Image.Image) -> None
         remove(picture, model="silueta")
     assert time.monotonic() - started < 5
     message = str(caught.value)
-    assert "silueta.onnx" in message and str(rembg_home()) in message
+    assert "silueta.onnx" in message and str(rembg_home(get_settings())) in message
     assert "python app.py download-models" in message
-    assert load_counts["rembg:silueta"] == 0
+    assert load_counts[session_key("silueta", get_settings())] == 0
 
 
 def test_empty_or_corrupt_weights_are_a_clear_failure(picture: Image.Image) -> None:
     """An empty file counts as missing; a garbled one says to download it again, not ONNX internals."""
-    home = rembg_home()
+    home = rembg_home(get_settings())
     (home / "u2netp.onnx").write_bytes(b"")
     (home / "silueta.onnx").write_bytes(b"<html>404 Not Found</html>")
     try:
@@ -187,8 +189,8 @@ def test_require_model_accepts_both_layouts(tmp_path: Any) -> None:
 
 
 def test_download_reports_a_present_model() -> None:
-    lines = download()
-    assert lines == [f"u2net: {rembg_home() / 'u2net.onnx'} (already there)"]
+    lines = download(get_settings())
+    assert lines == [f"u2net: {rembg_home(get_settings()) / 'u2net.onnx'} (already there)"]
 
 
 def test_download_failure_is_a_clear_pipeline_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,7 +199,6 @@ def test_download_failure_is_a_clear_pipeline_error(monkeypatch: pytest.MonkeyPa
     def offline(*args: Any, **kwargs: Any) -> str:
         raise ConnectionError("Failed to resolve 'github.com'")
 
-    monkeypatch.setattr(get_settings(), "background_model", "silueta")
     monkeypatch.setattr(sessions["silueta"], "download_models", offline)
     with pytest.raises(PipelineError, match=r"could not download silueta.onnx into .*ConnectionError"):
-        download()
+        download(get_settings().model_copy(update={"background_model": "silueta"}))

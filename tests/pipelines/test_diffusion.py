@@ -18,7 +18,7 @@ from pipelines.image_generation import ImageGenerationParameters, generate_image
 from pipelines.models import load_counts
 from pipelines.object_removal import ObjectRemovalParameters, remove_object
 from pipelines.style_transfer import StyleTransferParameters, transfer_style
-from settings import get_settings
+from settings import Settings, get_settings
 from tests.support.tiny_diffusion import build_tiny_pipeline
 
 
@@ -37,9 +37,12 @@ class Recorder:
         self.calls.append((fraction, message, preview))
 
 
-def generate(prompt: str = "a lighthouse at dusk", progress: Any = None, **parameters: Any) -> Any:
+def generate(
+    prompt: str = "a lighthouse at dusk", progress: Any = None, settings: Settings | None = None, **parameters: Any
+) -> Any:
     params = ImageGenerationParameters(**{"width": 64, "height": 64, "steps": 2, **parameters})
-    return generate_image(JobInput(images={}, parameters=params, prompt=prompt), progress or Recorder())
+    job = JobInput(images={}, parameters=params, prompt=prompt, settings=settings or get_settings())
+    return generate_image(job, progress or Recorder())
 
 
 @pytest.mark.parametrize(("width", "height"), [(64, 64), (128, 72), (200, 96)])
@@ -142,18 +145,28 @@ def test_cancel_stops_the_pipeline_at_the_next_step() -> None:
 
 
 def test_style_and_inpainting_share_the_one_loaded_model(photo: Image.Image, tiny_sd: Path) -> None:
-    key = pipeline_key(str(tiny_sd))
+    settings = get_settings()
+    key = pipeline_key(settings)
+    assert str(tiny_sd) in key
     generate(seed=5)
-    model = load_model()
+    model = load_model(settings)
     small = photo.resize((120, 80))
     styled = transfer_style(
-        JobInput(images={"image": small}, parameters=StyleTransferParameters(style="mosaic", engine="diffusion")),
+        JobInput(
+            images={"image": small},
+            parameters=StyleTransferParameters(style="mosaic", engine="diffusion"),
+            settings=settings,
+        ),
         Recorder(),
     )
     mask = Image.new("L", small.size, 0)
     ImageDraw.Draw(mask).rectangle((40, 20, 80, 60), fill=255)
     removed = remove_object(
-        JobInput(images={"image": small, "mask": mask}, parameters=ObjectRemovalParameters(engine="diffusion")),
+        JobInput(
+            images={"image": small, "mask": mask},
+            parameters=ObjectRemovalParameters(engine="diffusion"),
+            settings=settings,
+        ),
         Recorder(),
     )
     assert load_counts[key] == 1
@@ -174,10 +187,11 @@ def test_style_and_inpainting_share_the_one_loaded_model(photo: Image.Image, tin
 
 def test_diffusion_style_needs_a_prompt_or_preset(photo: Image.Image) -> None:
     params = StyleTransferParameters(engine="diffusion")
-    job = JobInput(images={"image": photo.resize((64, 64)), "style_image": photo}, parameters=params)
+    images = {"image": photo.resize((64, 64)), "style_image": photo}
+    job = JobInput(images=images, parameters=params, settings=get_settings())
     with pytest.raises(PipelineError, match=r"style preset .* or a prompt"):
         transfer_style(job, Recorder())
-    prompted = transfer_style(JobInput(job.images, params, prompt="a watercolour"), Recorder())
+    prompted = transfer_style(JobInput(job.images, params, prompt="a watercolour", settings=job.settings), Recorder())
     assert prompted.prompt_used == "a watercolour"
 
 
@@ -189,24 +203,24 @@ def test_missing_hub_model_fails_fast_and_says_how_to_fix(monkeypatch: pytest.Mo
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # never touch the network in tests
-    monkeypatch.setattr(get_settings(), "generation_model", "stabilityai/sd-turbo")
+    hub_model = get_settings().model_copy(update={"generation_model": "stabilityai/sd-turbo"})
     started = time.monotonic()
     with pytest.raises(ModelUnavailable) as error:
-        generate(seed=1)
+        generate(seed=1, settings=hub_model)
     assert time.monotonic() - started < 10  # not the Hub client's ~20 s of retries
     message = str(error.value)
     assert "'stabilityai/sd-turbo'" in message
     assert "ATELIER_GENERATION_MODEL" in message and "download-models" in message
     assert "Traceback" not in message
-    assert load_counts[pipeline_key("stabilityai/sd-turbo")] == 0  # a failed load is not cached
+    assert load_counts[pipeline_key(hub_model)] == 0  # a failed load is not cached
 
 
 def test_missing_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable, match=r"folder .*nowhere does not exist"):
-        locate_model(str(tmp_path / "nowhere"))
+        locate_model(str(tmp_path / "nowhere"), get_settings())
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelUnavailable, match=r"no model_index\.json"):
-        locate_model(str(tmp_path / "empty"))
+        locate_model(str(tmp_path / "empty"), get_settings())
 
 
 def test_unreachable_hub_is_reported_not_waited_for() -> None:

@@ -16,6 +16,7 @@ from PIL import Image
 from pipelines.base import JobInput, ModelUnavailable, PipelineError
 from pipelines.face_swap import (
     FaceSwapParameters,
+    analysis_key,
     download,
     insightface_root,
     load_analysis,
@@ -23,6 +24,7 @@ from pipelines.face_swap import (
     require_models,
     swap_faces,
     swap_one,
+    swapper_key,
 )
 from pipelines.models import load_counts
 from settings import get_settings
@@ -37,7 +39,7 @@ SMALL_COLOUR, BIG_COLOUR = (212, 166, 126), (236, 178, 140)
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_models() -> None:
-    build_insightface_models(insightface_root())
+    build_insightface_models(insightface_root(get_settings()))
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,11 @@ def source() -> Image.Image:
 def swap(source: Image.Image, target: Image.Image, **params: Any) -> tuple[Image.Image, dict[str, Any], list[str]]:
     messages: list[str] = []
     output = swap_faces(
-        JobInput(images={"image": source, "target_image": target}, parameters=FaceSwapParameters(**params)),
+        JobInput(
+            images={"image": source, "target_image": target},
+            parameters=FaceSwapParameters(**params),
+            settings=get_settings(),
+        ),
         lambda fraction, message, preview=None: messages.append(message),
     )
     return output.image, output.metadata, messages
@@ -79,12 +85,12 @@ def centre(box: tuple[int, int, int]) -> tuple[slice, slice]:
 
 
 def test_tiny_files_load_through_insightface_routing() -> None:
-    analysis = load_analysis()
+    analysis = load_analysis(get_settings())
     assert {task: type(model).__name__ for task, model in analysis.models.items()} == {
         "detection": "SCRFD",
         "recognition": "ArcFaceONNX",
     }
-    assert type(load_swapper()).__name__ == "INSwapper"
+    assert type(load_swapper(get_settings())).__name__ == "INSwapper"
 
 
 def test_finds_every_face_ordered_left_to_right(source: Image.Image, target: Image.Image) -> None:
@@ -160,7 +166,8 @@ def test_transparency_of_the_target_is_kept(source: Image.Image, target: Image.I
 def test_models_load_once_per_process(source: Image.Image, target: Image.Image) -> None:
     swap(source, target, face_index=0)
     swap(source, target, face_index=1)
-    assert load_counts["face_swap:analysis"] == 1 and load_counts["face_swap:inswapper"] == 1
+    settings = get_settings()
+    assert load_counts[analysis_key(settings)] == 1 and load_counts[swapper_key(settings)] == 1
 
 
 def test_missing_files_fail_fast_naming_each(tmp_path: Any) -> None:
@@ -182,21 +189,20 @@ def test_missing_files_fail_fast_naming_each(tmp_path: Any) -> None:
     assert "download-models" not in str(caught.value)  # only the hand-fetched file is missing
 
 
-def test_download_with_the_pack_present_explains_the_swapper(monkeypatch: pytest.MonkeyPatch) -> None:
-    root = insightface_root()
-    assert download() == [
+def test_download_with_the_pack_present_explains_the_swapper() -> None:
+    root = insightface_root(get_settings())
+    assert download(get_settings()) == [
         f"buffalo_l: {root / 'models' / 'buffalo_l'}",
         f"inswapper_128: {root / 'inswapper_128.onnx'}",
     ]
-    monkeypatch.setattr(get_settings(), "face_swap_model", "not-here.onnx")
     with pytest.raises(PipelineError, match=r"buffalo_l: .* is ready, but not-here.onnx cannot be downloaded"):
-        download()
+        download(get_settings().model_copy(update={"face_swap_model": "not-here.onnx"}))
 
 
 def test_swapping_in_the_face_neighbourhood_matches_insightfaces_full_frame_paste(
     source: Image.Image, target: Image.Image
 ) -> None:
-    analysis, swapper = load_analysis(), load_swapper()
+    analysis, swapper = load_analysis(get_settings()), load_swapper(get_settings())
     bgr = np.ascontiguousarray(np.asarray(target)[:, :, ::-1])
     face = min(analysis.get(bgr), key=lambda found: float(found.bbox[0]))
     donor = analysis.get(np.ascontiguousarray(np.asarray(source)[:, :, ::-1]))[0]

@@ -8,12 +8,15 @@ from PIL import Image, ImageDraw
 
 from pipelines.base import JobInput, ModelUnavailable
 from pipelines.object_removal import ObjectRemovalParameters, mask_array, remove_object
+from settings import get_settings
 
 
 def run(photo: Image.Image, mask: Image.Image, **params: object) -> tuple[Image.Image, dict, list[tuple[float, str]]]:
     reports: list[tuple[float, str]] = []
     output = remove_object(
-        JobInput(images={"image": photo, "mask": mask}, parameters=ObjectRemovalParameters(**params)),
+        JobInput(
+            images={"image": photo, "mask": mask}, parameters=ObjectRemovalParameters(**params), settings=get_settings()
+        ),
         lambda fraction, message: reports.append((fraction, message)),
     )
     return output.image, output.metadata, reports

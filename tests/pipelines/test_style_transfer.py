@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.base import JobInput, PipelineError
+from pipelines.base import JobInput, JobRequest, PipelineError
 from pipelines.models import load_counts
-from pipelines.style_transfer import STYLE_PRESETS, StyleTransferParameters, transfer_style
+from pipelines.style_transfer import STYLE_PRESETS, StyleTransferParameters, fast_key, transfer_style
+from settings import get_settings
 
 
 def stylize(images: dict[str, Image.Image], **params: object) -> tuple[Image.Image, dict, list[float]]:
     fractions: list[float] = []
     output = transfer_style(
-        JobInput(images=images, parameters=StyleTransferParameters(**params)),
+        JobInput(images=images, parameters=StyleTransferParameters(**params), settings=get_settings()),
         lambda fraction, message: fractions.append(fraction),
     )
     return output.image, output.metadata, fractions
@@ -61,7 +62,7 @@ def test_the_network_loads_once_per_process(photo: Image.Image) -> None:
     small = photo.resize((64, 64))
     for _ in range(3):
         stylize({"image": small}, style="sketch")
-    assert load_counts["style_transfer/fast"] == 1
+    assert load_counts[fast_key(get_settings())] == 1
 
 
 def test_diffusion_engine_needs_a_text_prompt(photo: Image.Image) -> None:
@@ -96,5 +97,5 @@ def test_submit_checks_what_each_engine_follows(
 
     images = {"image": photo, **({"style_image": photo} if fields.get("style_image") else {})}
     prompt = fields.get("prompt")
-    job = JobInput(images, StyleTransferParameters(**parameters), prompt if isinstance(prompt, str) else None)
+    job = JobRequest(images, StyleTransferParameters(**parameters), prompt if isinstance(prompt, str) else None)
     assert set(check(job)) == errors

@@ -10,8 +10,7 @@ import time
 from pydantic import Field
 
 from pipelines import OPERATIONS
-from pipelines.base import JobInput, JobOutput, Operation, Parameters, PipelineError, Progress
-from settings import get_settings
+from pipelines.base import Engine, JobInput, JobOutput, Operation, Parameters, PipelineError, Progress, engine_map
 from tasks.store import connect
 
 
@@ -30,7 +29,7 @@ def executions_key(job_id: str) -> str:
 def run_steps(job: JobInput, progress: Progress) -> JobOutput:
     params: StepsParameters = job.parameters
     marker = job.prompt or "unnamed"
-    connect(get_settings().broker_url).incr(executions_key(marker))
+    connect(job.settings.broker_url).incr(executions_key(marker))
     for step in range(params.steps):
         preview = job.images["image"] if params.preview else None
         progress(step / params.steps, f"Step {step + 1}/{params.steps}", preview)
@@ -42,12 +41,21 @@ def run_steps(job: JobInput, progress: Progress) -> JobOutput:
     return JobOutput(image=job.images["image"].convert("RGB"), metadata={"steps": params.steps})
 
 
+class StepsEngine(Engine):
+    """A stand-in engine: sleeps through its steps, reporting each."""
+
+    name = "steps"
+
+    def run(self, job: JobInput, progress: Progress) -> JobOutput:
+        return run_steps(job, progress)
+
+
 OPERATION = Operation(
     name="test_steps",
     queue="cpu",
     title="Test steps",
     parameters=StepsParameters,
-    run=run_steps,
+    engines=engine_map(StepsEngine()),
     required_images=("image",),
     prompt="optional",
 )
