@@ -1,4 +1,5 @@
-# Atelier: `make run` starts the studio on http://127.0.0.1:7860, `make test` runs every test.
+# Atelier: `make run` starts the studio on http://127.0.0.1:7860, `make test` runs every test,
+# `make test-fast` only the unit tests (no Redis, no workers, no browser).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 ARGS ?=
 
-.PHONY: install run test lint bench bench-engines system-deps browser clean
+.PHONY: install run test test-fast lint bench bench-engines system-deps browser clean
 
 # python3-venv is missing on a bare Debian; install it when `python3 -m venv` cannot work.
 # OpenCV (opencv-python, which insightface asks for) needs libGL and glib.
@@ -41,6 +42,10 @@ lint: install
 
 test: install browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The tests marked slow (tests/conftest.py: Redis, Celery workers, a browser) left out.
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(PY) benchmarks/run.py $(ARGS)

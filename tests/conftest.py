@@ -1,6 +1,6 @@
-"""Shared fixtures. A real redis-server starts when this file is imported, before any test
-module or nested conftest imports the app, so the process-wide settings (and ``tasks.app``)
-point at it."""
+"""Shared fixtures. Importing this file starts nothing: the session's redis-server starts on the
+first use of ``redis_url`` (which ``redis_client``, ``workers`` and ``live_server`` depend on), so
+``pytest -m "not slow"`` runs without Redis. Tests that need it are marked ``slow`` here."""
 
 from __future__ import annotations
 
@@ -25,17 +25,52 @@ os.environ["ATELIER_MODELS_DIR"] = str(Path(_tmp.name) / "models")  # tiny model
 os.environ.pop("U2NET_HOME", None)  # rembg's weights then live in the temp models dir, never a real one
 # The tiny random diffusers pipeline the generation tests build (tests/support/tiny_diffusion.py).
 os.environ["ATELIER_GENERATION_MODEL"] = str(Path(_tmp.name) / "models" / "tiny-sd")
-_redis = RedisServer(Path(_tmp.name) / "redis")
-os.environ["REDIS_URL"] = _redis.url
+# Never the developer's own Redis: the session's server sets REDIS_URL when it starts.
+os.environ.pop("REDIS_URL", None)
+os.environ.pop("ATELIER_REDIS_URL", None)
+_redis: RedisServer | None = None  # started by the redis_url fixture, stopped in pytest_unconfigure
+
+# Tests under these folders, and tests that use these fixtures (directly or through another
+# fixture), need Redis, Celery workers or a browser: they are marked slow.
+SLOW_FOLDERS = ("integration", "e2e", "reliability")
+SLOW_FIXTURES = {"redis_url", "redis_client", "workers", "live_server", "browser"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        path = Path(item.path)
+        folder = path.relative_to(root).parts[0] if path.is_relative_to(root) else ""
+        if folder in SLOW_FOLDERS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    _redis.stop()
+    if _redis is not None:
+        _redis.stop()
     _tmp.cleanup()
+
+
+def _forget_process_wide_state() -> None:
+    """Drop the cached settings, Celery app and job client: what is built next reads REDIS_URL anew."""
+    import jobs
+    import settings
+    import tasks
+
+    settings.get_settings.cache_clear()
+    tasks.get_app.cache_clear()
+    jobs.get_client.cache_clear()
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
+    """The session's real redis-server, started on first use; ``REDIS_URL`` and the process-wide
+    settings, ``tasks.app`` and job client point at it from then on."""
+    global _redis
+    if _redis is None:
+        _redis = RedisServer(Path(_tmp.name) / "redis")
+        os.environ["REDIS_URL"] = _redis.url
+        _forget_process_wide_state()
     return _redis.url
 
 
@@ -91,12 +126,13 @@ def engines() -> Path:
     the default engine for object_removal; tests/integration/test_engines_lama.py has its own.)"""
     from pipelines.background_removal import rembg_home
     from pipelines.face_swap import insightface_root
+    from settings import get_settings
     from tests.support.tiny_diffusion import build_tiny_pipeline
     from tests.support.tiny_onnx import build_insightface_models, build_rembg_models
 
     build_tiny_pipeline(Path(os.environ["ATELIER_GENERATION_MODEL"]))
-    build_rembg_models(rembg_home(), ("u2net",))
-    build_insightface_models(insightface_root())
+    build_rembg_models(rembg_home(get_settings()), ("u2net",))
+    build_insightface_models(insightface_root(get_settings()))
     return Path(os.environ["ATELIER_MODELS_DIR"])
 
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from app import free_port
+from app import Child, Supervisor, free_port, restart_delay
 from tests.conftest import b64
 from tests.support.stack import wait_until
 
@@ -31,6 +31,7 @@ def children(process: psutil.Process, needle: str) -> list[psutil.Process]:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, artifacts: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, Path]]:
+    """``python app.py`` with its own redis-server, workers and Flower: the tests using it are slow."""
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     data_dir = tmp_path_factory.mktemp("app-data")
     env["ATELIER_DATA_DIR"] = str(data_dir)
@@ -83,6 +84,7 @@ def run_job(http: httpx.Client, body: dict[str, Any]) -> tuple[list[dict[str, An
     return seen, png.content
 
 
+@pytest.mark.slow
 def test_make_run_serves_the_studio(stack: Any, photo: Image.Image, mask: Image.Image) -> None:
     _process, http, _ = stack
     page = http.get("/")
@@ -102,6 +104,7 @@ def test_make_run_serves_the_studio(stack: Any, photo: Image.Image, mask: Image.
     assert png != styled
 
 
+@pytest.mark.slow
 def test_flower_shows_the_workers(stack: Any) -> None:
     process, _, _ = stack
     (flower,) = children(psutil.Process(process.pid), " flower")
@@ -117,6 +120,7 @@ def test_flower_shows_the_workers(stack: Any) -> None:
     assert {name.split("-")[0] for name in names} == {"gpu", "cpu"}
 
 
+@pytest.mark.slow
 def test_embedded_redis_is_loopback_only_and_persistent(stack: Any) -> None:
     process, _, data_dir = stack
     (redis_server,) = children(psutil.Process(process.pid), "redis-server")
@@ -125,6 +129,7 @@ def test_embedded_redis_is_loopback_only_and_persistent(stack: Any) -> None:
     assert listening == {"127.0.0.1"}
 
 
+@pytest.mark.slow
 def test_a_dead_worker_is_restarted(stack: Any, photo: Image.Image, mask: Image.Image) -> None:
     process, http, _ = stack
     parent = psutil.Process(process.pid)
@@ -139,6 +144,7 @@ def test_a_dead_worker_is_restarted(stack: Any, photo: Image.Image, mask: Image.
     )
 
 
+@pytest.mark.slow
 def test_a_second_stack_on_the_same_data_folder_is_refused(stack: Any) -> None:
     _, _, data_dir = stack
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
@@ -182,6 +188,7 @@ def test_share_without_internet_fails_fast_and_clearly(
     assert "no answer within 1 s" in caplog.text
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_child(stack: Any) -> None:
     process, _, _ = stack
     parent = psutil.Process(process.pid)
@@ -224,3 +231,42 @@ def test_invalid_settings_are_refused_at_start(variables: dict[str, str], messag
     result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_child_dying_young_backs_off_1_2_4_up_to_30_seconds() -> None:
+    restarts, delays = 0, []
+    for _ in range(8):
+        delay, restarts = restart_delay(restarts, lived=2.0)
+        delays.append(delay)
+        restarts += 1  # what the supervisor does when it starts the child again
+    assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+def test_a_child_that_lived_over_a_minute_starts_its_back_off_again() -> None:
+    assert restart_delay(7, lived=61.0) == (1.0, 0)
+    assert restart_delay(7, lived=60.0) == (30.0, 7)  # a minute exactly is still young
+    assert restart_delay(3, lived=59.0) == (8.0, 3)
+
+
+def test_the_supervisor_restarts_a_dead_child_with_its_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_watch`` asks ``restart_delay`` with the child's restarts and lifetime, and keeps the count."""
+    import app
+
+    asked: list[tuple[int, float]] = []
+
+    def no_wait(restarts: int, lived: float) -> tuple[float, int]:
+        asked.append((restarts, lived))
+        return 0.0, restart_delay(restarts, lived)[1]
+
+    monkeypatch.setattr(app, "restart_delay", no_wait)
+    supervisor = Supervisor(dict(os.environ))
+    child = supervisor.add(Child("dies", [sys.executable, "-c", "raise SystemExit(3)"], stop_timeout=5))
+    supervisor.watch()
+    try:
+        wait_until(lambda: len(asked) >= 2, 20, what="the child to die twice")
+    finally:
+        supervisor.stop()
+        supervisor.thread.join(5)
+    assert [restarts for restarts, _ in asked[:2]] == [0, 1] and child.restarts >= 1
+    assert all(0 <= lived < 60 for _, lived in asked)
+    assert not supervisor.thread.is_alive()
