@@ -55,7 +55,8 @@ def header() -> str:
 def build_ui() -> gr.Blocks:
     """The Gradio Blocks app that app.py mounts at ``/``."""
     ttl = get_settings().result_ttl  # Gradio's copies of uploads and results go with the jobs
-    with gr.Blocks(title="Atelier", delete_cache=(min(ttl, 3600), ttl)) as demo:
+    demo = gr.Blocks(title="Atelier", delete_cache=(min(ttl, 3600), ttl))  # not `as`: __enter__ is untyped
+    with demo:
         with gr.Row(equal_height=True):
             gr.Markdown("# Atelier\nAn AI image studio · [REST API](/docs)")
             status = gr.HTML(elem_id="atelier-header")

@@ -8,25 +8,29 @@ import contextlib
 import html
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gradio as gr
-import redis
 
+from access import checked_user
 from jobs import (
     FINISHED,
     InvalidSubmission,
     JobClient,
     JobConflict,
     JobNotFound,
+    JobState,
     RateLimited,
     ServiceUnavailable,
     get_client,
 )
 from settings import get_settings
+
+if TYPE_CHECKING:
+    from ui.endpoints import Endpoints
 
 # Poll fast at first (small jobs finish in milliseconds), then back off: progress stays fresh
 # (≤ 0.2 s) without one waiting user costing Redis more than 5 reads a second.
@@ -80,7 +84,7 @@ def submit(task_type: str, *, prompt: str | None = None, images: dict[str, Any],
         raise gr.Error(str(exc), title="Too many requests") from None
     except InvalidSubmission as exc:
         raise error(explain(exc.details), title="Invalid input") from None
-    except (ServiceUnavailable, redis.exceptions.RedisError):
+    except ServiceUnavailable:
         raise gr.Error(UNREACHABLE, title="Service unavailable") from None
 
 
@@ -94,7 +98,9 @@ def admit(client: JobClient) -> None:
 
     request = LocalContext.request.get(None)
     if request is not None:  # None: called from a script, not by a client of the page
-        client.admit(request.headers, request.client.host if request.client else None)
+        http = request.request  # the HTTP request the event came with: the auth middleware's scope
+        user = checked_user(http.scope) if http is not None else None
+        client.admit(user, request.headers, request.client.host if request.client else None)
 
 
 def save_result(task_id: str) -> str:
@@ -164,25 +170,25 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
             failures = 0
         except JobNotFound:
             raise error(f"Task {task_id} was not found: it expired or never existed.") from None
-        except (ServiceUnavailable, redis.exceptions.RedisError):
+        except ServiceUnavailable:
             failures += 1
             if failures > 30:  # about 30 s of retries, one a second
                 raise gr.Error(UNREACHABLE, title="Service unavailable") from None
             yield None, task_id, "Waiting for Redis to come back…"
             await asyncio.sleep(1)
             continue
-        if status.status == "SUCCESS":
+        if status.status == JobState.SUCCESS:
             progress(1.0, desc="Done")
             yield await asyncio.to_thread(save_result, task_id), task_id, "Done"
             return
-        if status.status == "FAILURE":
+        if status.status == JobState.FAILURE:
             yield None, task_id, f"Failed: {status.message}"
             raise error(status.message, title="The job failed")
-        if status.status == "REVOKED":
+        if status.status == JobState.REVOKED:
             yield None, task_id, "Cancelled"
             return
         # While queued there is no fraction to show, only the place in the queue.
-        progress(None if status.status == "PENDING" else status.progress / 100, desc=status.message)
+        progress(None if status.status == JobState.PENDING else status.progress / 100, desc=status.message)
         if status.preview and status.preview != last_preview:  # the engine's picture of the work so far
             last_preview, last_message = status.preview, status.message
             # A file, written once per preview: a PIL image would be re-encoded into the same
@@ -219,7 +225,7 @@ def cancel(task_id: str) -> str:
         return "That task is gone (expired or unknown)"
     except JobConflict as exc:  # finished already; its result is kept
         return f"Not cancelled: the task already finished ({exc.status.status})"
-    return "Cancelled" if status.status == "REVOKED" else status.message
+    return "Cancelled" if status.status == JobState.REVOKED else status.message
 
 
 @dataclass
@@ -232,18 +238,19 @@ class JobControls:
     run_button: gr.Button
     cancel_button: gr.Button
 
-    def wire(self, task_type: str, run_job: Any, submit_job: Any, inputs: list[Any]) -> None:
+    def wire(self, endpoints: Endpoints, inputs: Sequence[gr.components.Component]) -> None:
         """Run → ``api_name=T`` (streams), a hidden ``submit_T`` (returns the id), Cancel → the job system."""
+        task_type = endpoints.task_type
         self.run_button.click(
-            run_job,
-            inputs,
+            endpoints.run,
+            list(inputs),
             [self.result, self.task_id, self.status],
             api_name=task_type,
             concurrency_limit=None,  # async: a waiting user holds no worker thread
             show_progress_on=self.result,
         )
         gr.Button(visible=False).click(
-            submit_job, inputs, self.task_id, api_name=f"submit_{task_type}", concurrency_limit=None
+            endpoints.submit, list(inputs), self.task_id, api_name=f"submit_{task_type}", concurrency_limit=None
         )
         self.cancel_button.click(cancel, self.task_id, self.status, api_visibility="private")
 

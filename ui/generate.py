@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import gradio as gr
 
-from ui.common import Update, job_controls, run, submit, unchecked, whole
+from ui.common import job_controls, unchecked, whole
+from ui.endpoints import Submission, endpoints
 
 SIZES = {
     "Square 512×512": (512, 512),
@@ -23,7 +23,8 @@ EXAMPLES = [
 ]
 
 
-def parameters(
+def submission(
+    prompt: str,
     negative_prompt: str,
     width: float,
     height: float,
@@ -31,7 +32,8 @@ def parameters(
     guidance_scale: float,
     seed: float,
     num_images: float,
-) -> dict[str, Any]:
+) -> Submission:
+    """Generate an image from a prompt; streams (image, task id, status). seed -1 = random."""
     params: dict[str, Any] = {
         "width": whole(width),
         "height": whole(height),
@@ -43,57 +45,32 @@ def parameters(
         params["negative_prompt"] = negative_prompt
     if seed is not None and seed != -1:  # -1: a random seed, as the field says
         params["seed"] = whole(seed)
-    return params
-
-
-async def image_generation(
-    prompt: str,
-    negative_prompt: str = "",
-    width: float = 512,
-    height: float = 512,
-    steps: float = 4,
-    guidance_scale: float = 0.0,
-    seed: float = -1,
-    num_images: float = 1,
-    progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's documented way to ask for progress
-) -> AsyncIterator[Update]:
-    """Generate an image from a prompt; streams (image, task id, status). seed -1 = random."""
-    params = parameters(negative_prompt, width, height, steps, guidance_scale, seed, num_images)
-    async for update in run("image_generation", progress, prompt=prompt, images={}, parameters=params):
-        yield update
-
-
-def submit_image_generation(
-    prompt: str,
-    negative_prompt: str = "",
-    width: float = 512,
-    height: float = 512,
-    steps: float = 4,
-    guidance_scale: float = 0.0,
-    seed: float = -1,
-    num_images: float = 1,
-) -> str:
-    """Queue an image generation and return its task id at once."""
-    params = parameters(negative_prompt, width, height, steps, guidance_scale, seed, num_images)
-    return submit("image_generation", prompt=prompt, images={}, parameters=params)
+    return {"prompt": prompt, "images": {}, "parameters": params}
 
 
 def render() -> gr.Textbox:
+    api = endpoints("image_generation", submission, negative_prompt="", seed=-1)
+    defaults = api.defaults
+    size_names = {size: name for name, size in SIZES.items()}
     with gr.Row():
         with gr.Column():
             prompt = gr.Textbox(label="Prompt", lines=3, max_length=5000, placeholder="What should the image show?")
-            negative = gr.Textbox(value="", label="Negative prompt", placeholder="What to avoid (optional)")
-            size = gr.Dropdown(list(SIZES), value="Square 512×512", label="Size")
+            negative = gr.Textbox(
+                value=defaults["negative_prompt"], label="Negative prompt", placeholder="What to avoid (optional)"
+            )
+            size = gr.Dropdown(list(SIZES), value=size_names.get((defaults["width"], defaults["height"])), label="Size")
             with gr.Row():
-                width = unchecked(gr.Slider(64, 2048, value=512, step=8, label="Width"))
-                height = unchecked(gr.Slider(64, 2048, value=512, step=8, label="Height"))
+                width = unchecked(gr.Slider(64, 2048, value=defaults["width"], step=8, label="Width"))
+                height = unchecked(gr.Slider(64, 2048, value=defaults["height"], step=8, label="Height"))
             with gr.Row():
-                steps = unchecked(gr.Slider(1, 50, value=4, step=1, label="Steps"))
-                guidance = unchecked(gr.Slider(0, 15, value=0, step=0.5, label="Guidance"))
+                steps = unchecked(gr.Slider(1, 50, value=defaults["steps"], step=1, label="Steps"))
+                guidance = unchecked(gr.Slider(0, 15, value=defaults["guidance_scale"], step=0.5, label="Guidance"))
             with gr.Row():
-                seed = unchecked(gr.Number(value=-1, precision=0, label="Seed (-1 = random)", minimum=-1, scale=3))
+                seed = unchecked(
+                    gr.Number(value=defaults["seed"], precision=0, label="Seed (-1 = random)", minimum=-1, scale=3)
+                )
                 dice = gr.Button("Random seed", scale=1, min_width=60)
-                count = unchecked(gr.Slider(1, 4, value=1, step=1, label="Images", scale=3))
+                count = unchecked(gr.Slider(1, 4, value=defaults["num_images"], step=1, label="Images", scale=3))
         with gr.Column():
             controls = job_controls()
     gr.Examples(EXAMPLES, [prompt, negative], label="Try")
@@ -101,5 +78,5 @@ def render() -> gr.Textbox:
 
     size.change(lambda name: SIZES[name], size, [width, height], api_visibility="private")
     dice.click(lambda: random.randint(0, 2**32 - 1), None, seed, api_visibility="private")
-    controls.wire("image_generation", image_generation, submit_image_generation, inputs)
+    controls.wire(api, inputs)
     return controls.task_id

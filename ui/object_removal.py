@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 from jobs import engines
-from ui.common import Update, job_controls, run, submit, unchecked, whole
+from ui.common import job_controls, unchecked, whole
+from ui.endpoints import Submission, endpoints
 
 EXAMPLES = [
     [{"background": "assets/examples/coffee.jpg", "layers": [], "composite": None}, "assets/examples/coffee_mask.png"]
@@ -69,35 +68,16 @@ def images_from(editor: dict[str, Any] | None, mask: str | None) -> dict[str, by
     return {"image": _png(background), "mask": _png(Image.fromarray(painted.astype(np.uint8) * 255))}
 
 
-def parameters(engine: str, dilate: float) -> dict[str, Any]:
+def submission(image: dict[str, Any] | None, mask: str | None, engine: str, dilate: float) -> Submission:
+    """Remove what is painted on the image editor's layers (and white in `mask`)."""
     params: dict[str, Any] = {"dilate": whole(dilate)}
     if engine and engine != "auto":
         params["engine"] = engine
-    return params
-
-
-async def object_removal(
-    image: dict[str, Any] | None,
-    mask: str | None = None,
-    engine: str = "auto",
-    dilate: float = 0,
-    progress: gr.Progress = gr.Progress(),  # noqa: B008
-) -> AsyncIterator[Update]:
-    """Remove what is painted on the image editor's layers (and white in `mask`)."""
-    # No "preparing" message first: the contract puts the task id in the first streamed output.
-    images = await asyncio.to_thread(images_from, image, mask)
-    async for update in run("object_removal", progress, images=images, parameters=parameters(engine, dilate)):
-        yield update
-
-
-def submit_object_removal(
-    image: dict[str, Any] | None, mask: str | None = None, engine: str = "auto", dilate: float = 0
-) -> str:
-    """Queue an object removal and return its task id at once."""
-    return submit("object_removal", images=images_from(image, mask), parameters=parameters(engine, dilate))
+    return {"images": images_from(image, mask), "parameters": params}
 
 
 def render() -> gr.Textbox:
+    api = endpoints("object_removal", submission, mask=None, engine="auto")
     with gr.Row():
         with gr.Column():
             editor = gr.ImageEditor(
@@ -119,11 +99,12 @@ def render() -> gr.Textbox:
                     elem_id="object-mask",
                 )
             with gr.Row():
-                engine = gr.Dropdown(["auto", *engines("object_removal")], value="auto", label="Engine")
-                dilate = unchecked(gr.Slider(0, 64, value=0, step=1, label="Grow the mask (px)"))
+                choices = ["auto", *engines("object_removal")]
+                engine = gr.Dropdown(choices, value=api.defaults["engine"], label="Engine")
+                dilate = unchecked(gr.Slider(0, 64, value=api.defaults["dilate"], step=1, label="Grow the mask (px)"))
         with gr.Column():
             controls = job_controls()
     gr.Examples(EXAMPLES, [editor, mask], label="Try")
     inputs = [editor, mask, engine, dilate]
-    controls.wire("object_removal", object_removal, submit_object_removal, inputs)
+    controls.wire(api, inputs)
     return controls.task_id

@@ -2,57 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from jobs import engines, style_presets
-from ui.common import Update, job_controls, run, submit, unchecked
+from ui.common import job_controls, unchecked
+from ui.endpoints import Submission, endpoints
 
 THUMBNAILS = Path(__file__).resolve().parent.parent / "assets" / "styles"
 EXAMPLES = [["assets/examples/coffee.jpg", "starry-night"], ["assets/examples/astronaut.jpg", "mosaic"]]
 
 
-def parameters(style: str | None, strength: float, engine: str, preserve_color: bool) -> dict[str, Any]:
+def submission(
+    image: str | None,
+    style: str | None,
+    style_image: str | None,
+    strength: float,
+    engine: str,
+    preserve_color: bool,
+) -> Submission:
+    """Apply a preset `style` (see GET /api/v1/styles/) or the style of `style_image` (then style = "")."""
     params: dict[str, Any] = {"strength": strength, "engine": engine, "preserve_color": bool(preserve_color)}
     if style:
         params["style"] = style
-    return params
-
-
-async def style_transfer(
-    image: str | None,
-    style: str | None = "mosaic",
-    style_image: str | None = None,
-    strength: float = 1.0,
-    engine: str = "fast",
-    preserve_color: bool = False,
-    progress: gr.Progress = gr.Progress(),  # noqa: B008
-) -> AsyncIterator[Update]:
-    """Apply a preset `style` (see GET /api/v1/styles/) or the style of `style_image` (then style = "")."""
-    images = {"image": image, "style_image": style_image}
-    params = parameters(style, strength, engine, preserve_color)
-    async for update in run("style_transfer", progress, images=images, parameters=params):
-        yield update
-
-
-def submit_style_transfer(
-    image: str | None,
-    style: str | None = "mosaic",
-    style_image: str | None = None,
-    strength: float = 1.0,
-    engine: str = "fast",
-    preserve_color: bool = False,
-) -> str:
-    """Queue a style transfer and return its task id at once."""
-    images = {"image": image, "style_image": style_image}
-    return submit("style_transfer", images=images, parameters=parameters(style, strength, engine, preserve_color))
+    return {"images": {"image": image, "style_image": style_image}, "parameters": params}
 
 
 def render() -> gr.Textbox:
     presets = style_presets()
+    api = endpoints("style_transfer", submission, style="mosaic", style_image=None)
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"])
@@ -70,7 +50,7 @@ def render() -> gr.Textbox:
             # Custom values pass to the job system, so a script's unknown name gets the REST API's message.
             style = gr.Dropdown(
                 [("(none — use my style image)", ""), *[(t, n) for n, t in presets]],
-                value="mosaic",
+                value=api.defaults["style"],
                 label="Style",
                 allow_custom_value=True,
             )
@@ -79,9 +59,9 @@ def render() -> gr.Textbox:
                     label="Style image", type="filepath", image_mode=None, sources=["upload", "clipboard"]
                 )
             with gr.Row():
-                strength = unchecked(gr.Slider(0, 1, value=1, step=0.05, label="Strength"))
-                engine = gr.Radio(list(engines("style_transfer")), value="fast", label="Engine")
-            preserve = gr.Checkbox(label="Keep the photo's colours")
+                strength = unchecked(gr.Slider(0, 1, value=api.defaults["strength"], step=0.05, label="Strength"))
+                engine = gr.Radio(list(engines("style_transfer")), value=api.defaults["engine"], label="Engine")
+            preserve = gr.Checkbox(api.defaults["preserve_color"], label="Keep the photo's colours")
         with gr.Column():
             controls = job_controls()
     gr.Examples(EXAMPLES, [image, style], label="Try")
@@ -92,5 +72,5 @@ def render() -> gr.Textbox:
     gallery.select(picked, None, [style, style_image], api_visibility="private")
     style_image.upload(lambda: "", None, style, api_visibility="private")
     inputs = [image, style, style_image, strength, engine, preserve]
-    controls.wire("style_transfer", style_transfer, submit_style_transfer, inputs)
+    controls.wire(api, inputs)
     return controls.task_id

@@ -70,7 +70,11 @@ async def submit_task(request: Request, jobs: Jobs, settings: AppSettings) -> An
     "/{task_id}/status/",
     response_model=StatusResponse,
     response_model_exclude_none=True,
-    responses={**NOT_FOUND, **UNAVAILABLE, 400: {"model": ErrorResponse, "description": "wait is not 0 to 30"}},
+    responses={
+        **NOT_FOUND,
+        **UNAVAILABLE,
+        400: {"model": ErrorResponse, "description": "wait is not a number from 0 to 30"},
+    },
 )
 async def task_status(
     request: Request,

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from jobs import FINISHED, JobState
 from tests.support.operations import register
 from tests.support.stack import Worker, wait_until
 
 register()  # the web side must know test_steps too, to validate its submissions
-
-FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
 
 
 class Api:
@@ -35,7 +34,7 @@ class Api:
         data: dict[str, Any] = response.json()
         return data
 
-    def wait(self, task_id: str, states: tuple[str, ...] = FINISHED, timeout: float = 30) -> dict[str, Any]:
+    def wait(self, task_id: str, states: Collection[str] = FINISHED, timeout: float = 30) -> dict[str, Any]:
         seen: list[dict[str, Any]] = []
 
         def reached() -> dict[str, Any] | None:
@@ -82,10 +81,10 @@ def busy_cpu(api: Api, photo: Any, redis_client: Any) -> Iterator[str]:
     task_id = api.submit(
         {"task_type": "test_steps", "image": b64(photo.resize((8, 8))), "parameters": {"steps": 2400, "delay": 0.05}}
     )
-    api.wait(task_id, ("PROCESSING",))
+    api.wait(task_id, (JobState.PROCESSING,))
     yield task_id
     if api.status(task_id)["status"] not in FINISHED:  # a test may have cancelled it already
         api.cancel(task_id)
-    api.wait(task_id, ("REVOKED",), timeout=60)
+    api.wait(task_id, (JobState.REVOKED,), timeout=60)
     # The broker list, not /healthz: cancelled messages stay there until the worker pops and skips them.
     wait_until(lambda: redis_client.llen("cpu") == 0, 20, what="cpu queue drained")

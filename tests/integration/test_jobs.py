@@ -387,9 +387,11 @@ def test_multipart_upload(api: Api, photo: Image.Image, mask: Image.Image) -> No
 
 
 def test_body_limits_and_content_types(api: Api, monkeypatch: Any) -> None:
+    from api.deps import app_settings
     from settings import get_settings
 
-    monkeypatch.setattr(get_settings(), "max_upload_mb", 0.01)
+    small = get_settings().model_copy(update={"max_upload_mb": 0.01})
+    monkeypatch.setitem(api.http.app.dependency_overrides, app_settings, lambda: small)
     big = {"task_type": "background_removal", "image": "A" * 20_000}
     assert api.http.post("/api/v1/tasks/submit/", json=big).status_code == 413
     monkeypatch.undo()

@@ -70,9 +70,11 @@ def test_rest_bad_bodies(
 
 
 def test_upload_over_the_limit_is_413(api: Api, untouched: None, monkeypatch: Any) -> None:
+    from api.deps import app_settings
     from settings import get_settings
 
-    monkeypatch.setattr(get_settings(), "max_upload_mb", 0.05)
+    small = get_settings().model_copy(update={"max_upload_mb": 0.05})
+    monkeypatch.setitem(api.http.app.dependency_overrides, app_settings, lambda: small)
     big = {"task_type": "background_removal", "image": "A" * 100_000}
     response = api.http.post("/api/v1/tasks/submit/", json=big)
     assert response.status_code == 413 and "limit" in response.json()["message"]
