@@ -3,7 +3,6 @@ inner app records the scope it was handed (tests/reliability/test_access.py runs
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 
 from access import USER, RequireAuth, checked_user
+from tests.support.loop import run_async
 
 PASSWORD = "correct-horse-battery"
 TOKEN = "a-long-api-token-0123456789"
@@ -44,7 +44,7 @@ def call(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(RequireAuth(inner, {"alice": PASSWORD}, {TOKEN})(scope, receive, send))
+    run_async(RequireAuth(inner, {"alice": PASSWORD}, {TOKEN})(scope, receive, send))
     return inner, sent
 
 

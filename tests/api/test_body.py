@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -11,6 +10,7 @@ from starlette.requests import Request
 
 from api.body import parse_submission
 from api.errors import BodyError
+from tests.support.loop import run_async
 
 LIMIT = 1024
 
@@ -28,7 +28,7 @@ def request(body: bytes, content_type: str, length: int | None = None) -> Reques
 
 
 def parse(body: bytes, content_type: str, length: int | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
-    return asyncio.run(parse_submission(request(body, content_type, length), LIMIT))
+    return run_async(parse_submission(request(body, content_type, length), LIMIT))
 
 
 def refusal(body: bytes, content_type: str, length: int | None = None) -> tuple[int, dict[str, Any]]:

@@ -3,7 +3,6 @@ and the defaults of the job's schema and settings. Builds the page; needs no Red
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -14,6 +13,7 @@ from gradio.helpers import special_args
 
 import settings
 import ui.endpoints
+from tests.support.loop import run_async
 from ui import build_ui
 from ui.endpoints import Submission, endpoints
 
@@ -110,7 +110,7 @@ def test_the_streaming_endpoint_passes_its_progress_on(monkeypatch: pytest.Monke
     async def stream() -> list[Any]:
         return [update async for update in api.run("a.png", 3, "x", tracker)]
 
-    updates = asyncio.run(stream())
+    updates = run_async(stream())
     job = {"images": {"image": "a.png"}, "parameters": {"count": 3, "label": "x"}}
     assert updates == [("thing_making", tracker, job)]
 
