@@ -10,4 +10,7 @@ RUN python -c "import rembg"
 COPY . .
 ENV ATELIER_DATA_DIR=/data ATELIER_MODELS_DIR=/models PYTHONUNBUFFERED=1
 EXPOSE 7860
+# The command runs as PID 1 (exec form, no shell in between) and gets docker stop's SIGTERM itself:
+# it stops within ATELIER_STOP_TIMEOUT (8 s), inside docker's default 10 s grace period.
+STOPSIGNAL SIGTERM
 CMD ["python", "app.py", "--host", "0.0.0.0"]

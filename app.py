@@ -20,12 +20,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("atelier")
 ROOT = Path(__file__).resolve().parent
+REDIS_STOP_RESERVE = 1.0  # seconds of the stop timeout kept for stopping Redis after the workers
 
 
 def port_number(text: str) -> int:
@@ -65,7 +67,6 @@ def _die_with_parent() -> None:
 class Child:
     name: str
     argv: list[str]
-    stop_timeout: float = 15.0
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -76,16 +77,30 @@ class Child:
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def terminate(self) -> None:
+        if self.process is not None and self.running:
+            self.process.terminate()
+
+    def wait_or_kill(self, deadline: float) -> None:
+        """Wait until ``deadline`` (monotonic) for the child to exit, then kill its process group
+        (a worker's pool processes with it: each child leads a group of its own)."""
+        if self.process is None:
             return
-        self.process.terminate()
         try:
-            self.process.wait(self.stop_timeout)
+            self.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0f s; killing it", self.name, self.stop_timeout)
-            self.process.kill()
+            log.warning("%s did not stop in time; killing it", self.name)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def stop(self, timeout: float = 8.0) -> None:
+        self.terminate()
+        self.wait_or_kill(time.monotonic() + timeout)
 
 
 def restart_delay(restarts: int, lived: float) -> tuple[float, int]:
@@ -108,6 +123,7 @@ class Supervisor:
         self.children: list[Child] = []
         self.stopping = threading.Event()
         self.stopped = threading.Event()
+        self._stop_lock = threading.Lock()
         self.thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
 
     def add(self, child: Child) -> Child:
@@ -137,11 +153,24 @@ class Supervisor:
                     child.next_start = 0.0
                     child.start(self.env)
 
-    def stop(self) -> None:
-        self.stopping.set()
-        for child in reversed(self.children):  # workers before the Redis they need to shut down
-            child.stop()
-        self.stopped.set()
+    def stop(self, timeout: float = 8.0) -> None:
+        """Stop every child within ``timeout`` seconds: the workers and Flower at once (they hand
+        their running jobs back), then the Redis they needed, last, with what is left of the time.
+        Safe to call twice, from two threads: the second call waits for the first."""
+        with self._stop_lock:
+            if self.stopped.is_set():
+                return
+            self.stopping.set()
+            deadline = time.monotonic() + timeout
+            redis = [child for child in self.children if child.name == "redis"]
+            others = [child for child in self.children if child.name != "redis"]
+            for child in others:
+                child.terminate()
+            for child in others:
+                child.wait_or_kill(deadline - (REDIS_STOP_RESERVE if redis else 0.0))
+            for child in redis:
+                child.stop(max(0.5, deadline - time.monotonic()))
+            self.stopped.set()
 
 
 def wait_for_redis(url: str, timeout: float = 15.0) -> None:
@@ -207,7 +236,7 @@ def embedded_redis(data_dir: Path) -> tuple[Child, str]:
         "--daemonize", "no",
         "--loglevel", "warning",
     ]  # fmt: skip
-    return Child("redis", argv, stop_timeout=10), f"redis://127.0.0.1:{port}/0"
+    return Child("redis", argv), f"redis://127.0.0.1:{port}/0"
 
 
 def worker(queue: str, concurrency: int) -> Child:
@@ -216,7 +245,7 @@ def worker(queue: str, concurrency: int) -> Child:
         "-Q", queue, "-n", f"{queue}-{os.getpid()}@%h", "-c", str(concurrency),
         "--pool", "prefork", "--without-mingle", "--loglevel", "INFO",
     ]  # fmt: skip
-    return Child(f"worker-{queue}", argv, stop_timeout=30)
+    return Child(f"worker-{queue}", argv)
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -260,9 +289,9 @@ def serve(args: argparse.Namespace) -> None:
             supervisor.add(Child("flower", flower))
             log.info("Flower on http://127.0.0.1:%d", args.flower_port)
         supervisor.watch()
-        run_web(args.host, args.port, share=args.share)
+        run_web(args.host, args.port, settings.stop_timeout, share=args.share, on_stop=supervisor.stop)
     finally:
-        supervisor.stop()
+        supervisor.stop(settings.stop_timeout)
 
 
 def build_app(settings: Any = None) -> Any:
@@ -280,21 +309,43 @@ def build_app(settings: Any = None) -> Any:
     )
 
 
-def run_web(host: str, port: int, share: bool = False) -> None:
+def run_web(
+    host: str,
+    port: int,
+    stop_timeout: float = 8.0,
+    share: bool = False,
+    on_stop: Callable[[float], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or Ctrl-C; then ``on_stop(stop_timeout)`` (the supervisor's stop) starts
+    at once, beside uvicorn's own shutdown, so the whole stop fits in ``stop_timeout`` seconds."""
     import uvicorn
 
     app = build_app()
     # proxy_headers=False: X-Forwarded-For is trusted only per ATELIER_TRUSTED_PROXIES (jobs.requester).
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5, proxy_headers=False
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=max(1, int(stop_timeout - 1)),
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     app.state.stopping = lambda: server.should_exit  # waiting status requests answer, and Ctrl-C is prompt
     if share:
         threading.Thread(target=_share_when_up, args=(server, port), name="share", daemon=True).start()
+    if on_stop is not None:
+        threading.Thread(target=_stop_when_asked, args=(server, on_stop, stop_timeout), daemon=True).start()
     log.info("Atelier on http://%s:%d (API docs at /docs)", host, port)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once it has shut down
         server.run()
+
+
+def _stop_when_asked(server: Any, on_stop: Callable[[float], None], timeout: float) -> None:
+    while not server.should_exit:
+        time.sleep(0.1)
+    log.info("Stopping (within %.0f s): running jobs go back to their queues", timeout)
+    on_stop(timeout)
 
 
 def _share_when_up(server: object, port: int) -> None:

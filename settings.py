@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     job_time_limit: int = Field(default=900, ge=1)
     visibility_timeout: int = Field(default=3600, ge=1)
     worker_concurrency: int = Field(default=1, ge=1)
+    # Seconds for the whole stop on SIGTERM or Ctrl-C (app.py and its children; a worker alone):
+    # running jobs are handed back to their queue at their next progress step, and whatever is
+    # still running then is killed, so that docker's 10 s grace period is never reached.
+    stop_timeout: float = Field(default=8.0, gt=0, le=300)
     # Override the registry's routing, e.g. ATELIER_QUEUES='{"style_transfer": "cpu"}'.
     queues: dict[str, str] = Field(default_factory=dict)
 

@@ -27,6 +27,7 @@ from pipelines.images import ImageRejected, encode_png, open_image, preview_png
 from pipelines.validation import validate_parameters
 from settings import QUEUES, Settings
 from tasks.celery_app import TASK_NAME
+from tasks.shutdown import handing_back, remember_stop_timeout
 from tasks.states import JobState
 from tasks.store import (
     RECONCILER_LOCK,
@@ -44,6 +45,7 @@ RECONCILE_EVERY = 5.0
 PROVENANCE_KEYS = ("engine", "model", "seed", "seeds")  # copied from an output's metadata into its PNG
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError)
 REDIS_WAIT = 60.0  # seconds a finished job waits for Redis to come back to store its outcome
+HANDING_BACK_WAIT = 2.0  # the same, in a worker that is stopping
 MAX_ATTEMPTS = 2  # a job whose worker dies is run at most once more
 UNSTARTED_AFTER = 30.0  # seconds a fetched message may wait unstarted before its worker counts as dead
 # A queued job's message may be out of sight for an instant (being published; popped by a worker's
@@ -55,13 +57,15 @@ _main_pid = os.getpid()  # set again by worker_init, in the worker's main proces
 
 def when_redis_answers(call: Callable[[], T], job_id: str, what: str) -> T:
     """``call()``, tried again while Redis is unreachable (restarting, say), for up to REDIS_WAIT s:
-    a job that ran must not fail because Redis blinked as it ended."""
-    deadline = time.monotonic() + REDIS_WAIT
+    a job that ran must not fail because Redis blinked as it ended. A worker that is stopping
+    waits no longer than HANDING_BACK_WAIT: it must be gone within the stop timeout."""
+    started = time.monotonic()
     while True:
         try:
             return call()
         except REDIS_DOWN as exc:
-            if time.monotonic() > deadline:
+            waited = time.monotonic() - started
+            if waited > REDIS_WAIT or (handing_back.is_set() and waited > HANDING_BACK_WAIT):
                 raise
             log.warning("Job %s: Redis unreachable while %s (%s); trying again", job_id, what, exc)
             time.sleep(0.5)
@@ -74,6 +78,11 @@ def worker_process(hostname: str) -> str:
 
 class JobFailed(Exception):
     """A job failure with a message meant for the user."""
+
+
+class JobHandedBack(JobCancelled):
+    """Raised by the progress callback once the worker is stopping: the job goes back to its queue.
+    A ``JobCancelled``, so that engines let it through as they let a cancel through."""
 
 
 def job_store(settings: Settings) -> JobStore:
@@ -90,8 +99,11 @@ class ProgressReporter:
         self.touch_every = min(30.0, store.ttl / 3)  # a running job's keys must not expire under it
 
     def __call__(self, fraction: float, message: str, preview: Image.Image | None = None) -> None:
+        if handing_back.is_set():
+            raise JobHandedBack(self.job_id)
         # Progress never goes backwards, whatever an engine reports.
-        self.percent = max(self.percent, round(min(max(fraction, 0.0), 1.0) * 100))
+        # 100 comes only with SUCCESS: an engine's "done" step still reads 99 while the result is stored.
+        self.percent = max(self.percent, min(99, round(min(max(fraction, 0.0), 1.0) * 100)))
         try:
             cancelled = self.store.is_cancelled(self.job_id)
             if not cancelled and time.monotonic() - self.touched > self.touch_every:
@@ -194,6 +206,9 @@ def execute(
         if store.is_cancelled(job_id):
             raise JobCancelled(job_id)
         return job, output
+    except JobHandedBack:
+        hand_back(task, store, job_id, record)
+        raise Ignore() from None
     except JobCancelled:
         when_redis_answers(lambda: store.finished(job_id), job_id, "ending it")
         task.backend.mark_as_revoked(job_id, reason="cancelled")
@@ -208,6 +223,18 @@ def execute(
         log.exception("Job %s (%s) failed", job_id, task_type)
         fail(store, job_id)
         raise JobFailed(f"{task_type} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def hand_back(task: Task, store: JobStore, job_id: str, record: dict[str, str]) -> None:
+    """Queue the job again with its record, and send its message again (this one is acked): the
+    next start, or another worker on the same Redis, runs it."""
+    try:
+        store.hand_back(job_id, record["queue"], "requeued after a restart", task.backend.get_key_for_task(job_id))
+        send_again(task.app, job_id, record)
+    except REDIS_DOWN as exc:  # it stays in the running set: the reconciler sends it again
+        log.warning("Job %s: Redis unreachable while handing it back (%s); the reconciler sends it again", job_id, exc)
+        return
+    log.warning("Job %s handed back to the %s queue: this worker is stopping", job_id, record["queue"])
 
 
 def provenance(task_type: str, job: JobInput, output: JobOutput) -> dict[str, Any]:
@@ -347,6 +374,7 @@ def start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
     hostname = sender.hostname
     queues = [queue.name for queue in sender.task_consumer.queues]
     settings = sender.app.conf.atelier_settings
+    remember_stop_timeout(settings.stop_timeout)
     store = job_store(settings)
     process = worker_process(hostname)
     celery = make_celery(settings)  # its own connections: this thread publishes beside the worker

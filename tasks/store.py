@@ -117,7 +117,125 @@ def connect(url: str) -> redis.Redis:
     )
 
 
-class JobStore:
+class QueueRecovery:
+    """Putting jobs back in their queue: after a worker died or stopped, after a lost message.
+    (Part of :class:`JobStore`, which brings ``redis`` and the ``_claim_resend`` script.)"""
+
+    redis: redis.Redis
+    ttl: int
+    _claim_resend: Any
+
+    def running_jobs(self) -> list[str]:
+        return [job_id.decode() for job_id in cast(list[bytes], self.redis.zrange(RUNNING, 0, -1))]
+
+    def hand_back(self, job_id: str, queue: str, note: str, meta_key: Any) -> None:
+        """Queue a running job again, at its original place, because its worker is stopping: not
+        an attempt lost to a dead worker, so its attempt is given back too."""
+        created = self.redis.hget(job_key(job_id), "created")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(RUNNING, job_id)
+        pipe.hincrby(job_key(job_id), "attempts", -1)
+        pipe.hset(job_key(job_id), "note", note)
+        pipe.delete(meta_key)  # its PROCESSING state: the job reads as queued again
+        pipe.zadd(queued_key(queue), {job_id: float(created or time.time())})
+        pipe.execute()
+
+    def requeue(self, job_id: str, queue: str, note: str) -> None:
+        """Put a job whose worker died back in the queue order, at its original place."""
+        created = self.redis.hget(job_key(job_id), "created")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(queued_key(queue), {job_id: float(created or time.time())})
+        pipe.hset(job_key(job_id), "note", note)
+        pipe.execute()
+
+    def restore_unstarted(self, older_than: float) -> list[str]:
+        """Put back in their queue the messages a worker fetched but never started.
+
+        kombu's Redis transport keeps a fetched message in its ``unacked`` hash until it is acked,
+        and gives it back only after the visibility timeout (an hour). With a prefetch of one, a
+        live worker starts what it fetched at once, so a message still unstarted after
+        ``older_than`` seconds belongs to a worker that died between fetching and starting it.
+        """
+        running = set(self.running_jobs())
+        restored = []
+        stale = cast(list[bytes], self.redis.zrangebyscore(UNACKED_INDEX, "-inf", time.time() - older_than))
+        for tag in stale:
+            raw = self.redis.hget(UNACKED, tag)
+            if raw is None:
+                continue
+            message, _exchange, queue = json.loads(raw)
+            job_id = message_job_id(message)
+            # Ended already (a cancelled job's worker may still be busy until its next step):
+            # nothing to give back; the broker redelivers it after the visibility timeout and the
+            # task drops it then.
+            if job_id and self.redis.hexists(job_key(job_id), "outcome"):
+                continue
+            if job_id in running or not self.redis.hdel(UNACKED, tag):  # started, or acked meanwhile
+                continue
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(UNACKED_INDEX, tag)
+            pipe.rpush(queue, json.dumps(message))  # the right end is the next to be fetched
+            pipe.execute()
+            restored.append(job_id or tag.decode())
+        return restored
+
+    def find_unsent(self, queues: tuple[str, ...], grace: float) -> list[str]:
+        """Queued jobs whose message is nowhere in Redis, now and at least ``grace`` seconds ago.
+
+        Redis can hand a message (BRPOP) to a connection whose worker was just killed: it is then in
+        no queue list and not in ``unacked``, and Celery never sees it again. A healthy message is
+        out of sight only briefly: between ``create`` and the publish, and between the BRPOP and
+        kombu writing it to ``unacked`` (the same function call in the worker). So a job counts as
+        unsent only when it is older than ``grace`` and was missing on two looks ``grace`` apart.
+        """
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            pipe.zrangebyscore(queued_key(queue), "-inf", now - grace)
+        candidates = {job_id.decode() for ids in pipe.execute() for job_id in ids}
+        if not candidates:
+            self.redis.delete(UNSENT)
+            return []
+        # One snapshot of every place a message can be (MULTI/EXEC: nothing moves between the reads).
+        pipe = self.redis.pipeline(transaction=True)
+        for queue in queues:
+            for name in broker_lists(queue):
+                pipe.lrange(name, 0, -1)
+        pipe.hvals(UNACKED)
+        pipe.zrange(RUNNING, 0, -1)
+        *lists, unacked, running = pipe.execute()
+        present = {message_job_id(_decoded(raw)) for items in lists for raw in items}
+        for raw in unacked:  # [message, exchange, routing key]
+            entry = _decoded(raw)
+            present.add(message_job_id(entry[0] if isinstance(entry, list) and entry else None))
+        present |= {job_id.decode() for job_id in running}
+        missing = sorted(candidates - present)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in missing:
+            pipe.hmget(job_key(job_id), "task_type", "outcome")
+        missing = [
+            job_id
+            for job_id, (task_type, outcome) in zip(missing, pipe.execute(), strict=True)
+            if task_type is not None and outcome is None  # an expired or ended job needs no message
+        ]
+        # Only the reconciler (one at a time, under its lock) writes UNSENT: read, then replace.
+        raw_seen = cast(list[tuple[bytes, float]], self.redis.zrange(UNSENT, 0, -1, withscores=True))
+        seen_before = {job_id.decode(): since for job_id, since in raw_seen}
+        first_seen = {job_id: seen_before.get(job_id, now) for job_id in missing}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(UNSENT)
+        if first_seen:
+            pipe.zadd(UNSENT, first_seen)
+            pipe.expire(UNSENT, self.ttl)
+        pipe.execute()
+        return [job_id for job_id, since in first_seen.items() if now - since >= grace]
+
+    def claim_resend(self, job_id: str, note: str) -> bool:
+        """True for the one caller that may publish this job's message again (never twice per job)."""
+        return bool(self._claim_resend(keys=[job_key(job_id), UNSENT], args=[time.time(), note, job_id]))
+
+
+class JobStore(QueueRecovery):
     """Redis access for jobs, shared by the web process (job client) and the workers."""
 
     def __init__(self, client: redis.Redis, ttl: int) -> None:
@@ -225,9 +343,6 @@ class JobStore:
     def finished(self, job_id: str) -> None:
         self.redis.zrem(RUNNING, job_id)
 
-    def running_jobs(self) -> list[str]:
-        return [job_id.decode() for job_id in cast(list[bytes], self.redis.zrange(RUNNING, 0, -1))]
-
     def running_on(self, queue: str, meta_key: Callable[[str], Any]) -> list[tuple[float, float]]:
         """(seconds running, progress 0-1) of each job running on ``queue`` now."""
         started = cast(list[tuple[bytes, float]], self.redis.zrange(RUNNING, 0, -1, withscores=True))
@@ -245,100 +360,6 @@ class JobStore:
                 progress = info.get("progress", 0) / 100 if isinstance(info, dict) else 0.0
                 running.append((now - since, progress))
         return running
-
-    def requeue(self, job_id: str, queue: str, note: str) -> None:
-        """Put a job whose worker died back in the queue order, at its original place."""
-        created = self.redis.hget(job_key(job_id), "created")
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(queued_key(queue), {job_id: float(created or time.time())})
-        pipe.hset(job_key(job_id), "note", note)
-        pipe.execute()
-
-    def restore_unstarted(self, older_than: float) -> list[str]:
-        """Put back in their queue the messages a worker fetched but never started.
-
-        kombu's Redis transport keeps a fetched message in its ``unacked`` hash until it is acked,
-        and gives it back only after the visibility timeout (an hour). With a prefetch of one, a
-        live worker starts what it fetched at once, so a message still unstarted after
-        ``older_than`` seconds belongs to a worker that died between fetching and starting it.
-        """
-        running = set(self.running_jobs())
-        restored = []
-        stale = cast(list[bytes], self.redis.zrangebyscore(UNACKED_INDEX, "-inf", time.time() - older_than))
-        for tag in stale:
-            raw = self.redis.hget(UNACKED, tag)
-            if raw is None:
-                continue
-            message, _exchange, queue = json.loads(raw)
-            job_id = message_job_id(message)
-            # Ended already (a cancelled job's worker may still be busy until its next step):
-            # nothing to give back; the broker redelivers it after the visibility timeout and the
-            # task drops it then.
-            if job_id and self.redis.hexists(job_key(job_id), "outcome"):
-                continue
-            if job_id in running or not self.redis.hdel(UNACKED, tag):  # started, or acked meanwhile
-                continue
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.zrem(UNACKED_INDEX, tag)
-            pipe.rpush(queue, json.dumps(message))  # the right end is the next to be fetched
-            pipe.execute()
-            restored.append(job_id or tag.decode())
-        return restored
-
-    def find_unsent(self, queues: tuple[str, ...], grace: float) -> list[str]:
-        """Queued jobs whose message is nowhere in Redis, now and at least ``grace`` seconds ago.
-
-        Redis can hand a message (BRPOP) to a connection whose worker was just killed: it is then in
-        no queue list and not in ``unacked``, and Celery never sees it again. A healthy message is
-        out of sight only briefly: between ``create`` and the publish, and between the BRPOP and
-        kombu writing it to ``unacked`` (the same function call in the worker). So a job counts as
-        unsent only when it is older than ``grace`` and was missing on two looks ``grace`` apart.
-        """
-        now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
-        for queue in queues:
-            pipe.zrangebyscore(queued_key(queue), "-inf", now - grace)
-        candidates = {job_id.decode() for ids in pipe.execute() for job_id in ids}
-        if not candidates:
-            self.redis.delete(UNSENT)
-            return []
-        # One snapshot of every place a message can be (MULTI/EXEC: nothing moves between the reads).
-        pipe = self.redis.pipeline(transaction=True)
-        for queue in queues:
-            for name in broker_lists(queue):
-                pipe.lrange(name, 0, -1)
-        pipe.hvals(UNACKED)
-        pipe.zrange(RUNNING, 0, -1)
-        *lists, unacked, running = pipe.execute()
-        present = {message_job_id(_decoded(raw)) for items in lists for raw in items}
-        for raw in unacked:  # [message, exchange, routing key]
-            entry = _decoded(raw)
-            present.add(message_job_id(entry[0] if isinstance(entry, list) and entry else None))
-        present |= {job_id.decode() for job_id in running}
-        missing = sorted(candidates - present)
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in missing:
-            pipe.hmget(job_key(job_id), "task_type", "outcome")
-        missing = [
-            job_id
-            for job_id, (task_type, outcome) in zip(missing, pipe.execute(), strict=True)
-            if task_type is not None and outcome is None  # an expired or ended job needs no message
-        ]
-        # Only the reconciler (one at a time, under its lock) writes UNSENT: read, then replace.
-        raw_seen = cast(list[tuple[bytes, float]], self.redis.zrange(UNSENT, 0, -1, withscores=True))
-        seen_before = {job_id.decode(): since for job_id, since in raw_seen}
-        first_seen = {job_id: seen_before.get(job_id, now) for job_id in missing}
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(UNSENT)
-        if first_seen:
-            pipe.zadd(UNSENT, first_seen)
-            pipe.expire(UNSENT, self.ttl)
-        pipe.execute()
-        return [job_id for job_id, since in first_seen.items() if now - since >= grace]
-
-    def claim_resend(self, job_id: str, note: str) -> bool:
-        """True for the one caller that may publish this job's message again (never twice per job)."""
-        return bool(self._claim_resend(keys=[job_key(job_id), UNSENT], args=[time.time(), note, job_id]))
 
     def touch(self, job_id: str, field: str = "", value: object = "") -> bool:
         """Restart the TTL of the job's record and inputs (optionally setting a field), if it still exists."""

@@ -260,7 +260,7 @@ def test_the_supervisor_restarts_a_dead_child_with_its_back_off(monkeypatch: pyt
 
     monkeypatch.setattr(app, "restart_delay", no_wait)
     supervisor = Supervisor(dict(os.environ))
-    child = supervisor.add(Child("dies", [sys.executable, "-c", "raise SystemExit(3)"], stop_timeout=5))
+    child = supervisor.add(Child("dies", [sys.executable, "-c", "raise SystemExit(3)"]))
     supervisor.watch()
     try:
         wait_until(lambda: len(asked) >= 2, 20, what="the child to die twice")

@@ -7,8 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from jobs import JobConflict, JobNotFound, get_client
-from ui.common import error, save_result
+from jobs import JobConflict, JobNotFound, ServiceUnavailable, get_client
+from ui.common import UNREACHABLE, error, save_result
 
 RECENT = 20
 
@@ -31,6 +31,8 @@ def task_status(task_id: str) -> dict[str, Any]:
         return get_client().status(task_id).as_dict()
     except JobNotFound:
         raise _not_found(task_id) from None
+    except ServiceUnavailable:
+        raise gr.Error(UNREACHABLE, title="Service unavailable") from None
 
 
 def task_result(task_id: str) -> str:
@@ -40,6 +42,8 @@ def task_result(task_id: str) -> str:
         return save_result(task_id)
     except JobNotFound:
         raise _not_found(task_id) from None
+    except ServiceUnavailable:
+        raise gr.Error(UNREACHABLE, title="Service unavailable") from None
     except JobConflict as exc:
         raise error(f"No result: the task is {exc.status.status} ({exc.status.message}).", title="Not ready") from None
 
@@ -51,6 +55,8 @@ def cancel_task(task_id: str) -> dict[str, Any]:
         return get_client().cancel(task_id).as_dict()
     except JobNotFound:
         raise _not_found(task_id) from None
+    except ServiceUnavailable:
+        raise gr.Error(UNREACHABLE, title="Service unavailable") from None
     except JobConflict as exc:
         raise error(
             f"Task already finished ({exc.status.status}); nothing to cancel, its result is kept.", title="Finished"
