@@ -30,13 +30,18 @@ def engines(task_type: str) -> tuple[str, ...]:
 
 def parameter_defaults(task_type: str, settings: Settings | None = None) -> dict[str, Any]:
     """Each parameter's default as a job gets it when it names none: the schema's, or the
-    setting that stands in for it (``background_removal``'s model: ATELIER_BACKGROUND_MODEL)."""
+    setting the schema names for it (``background_removal``'s model: ATELIER_BACKGROUND_MODEL)."""
     from pipelines import OPERATIONS
+    from pipelines.base import DEFAULT_SETTING
 
-    fields = OPERATIONS[task_type].parameters.model_fields
-    defaults = {name: field.get_default(call_default_factory=True) for name, field in fields.items()}
-    if task_type == "background_removal" and defaults.get("model") is None:
-        defaults["model"] = (settings or get_settings()).background_model
+    defaults: dict[str, Any] = {}
+    for name, field in OPERATIONS[task_type].parameters.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        setting = extra.get(DEFAULT_SETTING)
+        if isinstance(setting, str):
+            defaults[name] = getattr(settings or get_settings(), setting)
+        else:
+            defaults[name] = field.get_default(call_default_factory=True)
     return defaults
 
 

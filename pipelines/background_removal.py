@@ -13,6 +13,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from pipelines.base import (
+    DEFAULT_SETTING,
     Engine,
     JobInput,
     JobOutput,
@@ -54,7 +55,11 @@ REMBG_MODELS = (
 
 
 class BackgroundRemovalParameters(Parameters):
-    model: str | None = Field(default=None, description="A rembg model name; default ATELIER_BACKGROUND_MODEL (u2net)")
+    model: str | None = Field(
+        default=None,
+        description="A rembg model name; default ATELIER_BACKGROUND_MODEL (u2net)",
+        json_schema_extra={DEFAULT_SETTING: "background_model"},
+    )
     alpha_matting: bool = Field(default=False, description="Refine soft edges (hair) with alpha matting; slower")
     bgcolor: list[int] | None = Field(
         default=None,

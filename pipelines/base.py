@@ -45,9 +45,16 @@ class JobCancelled(Exception):
 
 
 class Parameters(BaseModel):
-    """Base of every operation's ``parameters`` schema: strict types, unknown names refused."""
+    """Base of every operation's ``parameters`` schema: strict types, unknown names refused.
+
+    A parameter whose default is a setting (None in the schema, the engine reads the setting) names
+    it with ``Field(json_schema_extra={DEFAULT_SETTING: "<settings field>"})``, so that the page
+    offers the same default a job gets."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+DEFAULT_SETTING = "default_setting"
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,7 @@ class Operation:
 
     def default_engine(self, settings: Settings) -> str:
         """The first engine that can run here; the first of all when none can (its error then says why)."""
-        if len(self.engines) > 1:
+        if len(self.engines) > 1:  # one engine is the default either way: no need to look at its files per job
             for name, engine in self.engines.items():
                 if engine.is_ready(settings):
                     return name

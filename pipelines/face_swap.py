@@ -31,7 +31,7 @@ from pipelines.base import (
     engine_map,
 )
 from pipelines.images import with_alpha_of
-from pipelines.models import cache_key, load_counts, load_once, onnx_providers
+from pipelines.models import cache_key, load_counts, load_once, onnx_device, onnx_providers
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,8 @@ def swap_faces(job: JobInput, progress: Progress) -> JobOutput:
     settings = job.settings
     progress(0.02, "Loading face models")
     watch = Stopwatch()
-    analysis = load_once(analysis_key(settings), lambda: load_analysis(settings))
+    key = analysis_key(settings)
+    analysis = load_once(key, lambda: load_analysis(settings))
     swapper = load_once(swapper_key(settings), lambda: load_swapper(settings))
     watch.lap("load")
 
@@ -213,8 +214,8 @@ def swap_faces(job: JobInput, progress: Progress) -> JobOutput:
             "face_index": params.face_index,
             "source_face": _box(source),
             "target_faces": [_box(face) for face in target_faces],
-            "device": "cuda" if "CUDAExecutionProvider" in onnx_providers(settings) else "cpu",
-            "model_loads_in_process": load_counts[analysis_key(settings)],
+            "device": onnx_device(settings),
+            "model_loads_in_process": load_counts[key],
             "timings": watch.lap("swap"),
         },
     )

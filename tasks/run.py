@@ -131,7 +131,8 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     started = time.perf_counter()
     job, output = execute(self, store, job_id, record, parameters, prompt)
     runtime = time.perf_counter() - started
-    png = encode_png(output.image, provenance(task_type, job, output))
+    parameters_used = job.parameters.model_dump(mode="json")
+    png = encode_png(output.image, provenance(task_type, parameters_used, job.prompt, output))
     earlier = end(store, job_id, JobState.SUCCESS)
     if earlier == JobState.REVOKED:  # cancelled in the last instant
         self.backend.mark_as_revoked(job_id, reason="cancelled")
@@ -145,7 +146,7 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     if not stored:
         log.warning("Job %s expired while it ran; its result is dropped", job_id)
         raise Ignore()
-    metadata = {"operation": task_type, "parameters": job.parameters.model_dump(mode="json"), **output.metadata}
+    metadata = {"operation": task_type, "parameters": parameters_used, **output.metadata}
     result: dict[str, Any] = {
         "image_key": output_key(job_id),
         "width": output.image.width,
@@ -237,15 +238,11 @@ def hand_back(task: Task, store: JobStore, job_id: str, record: dict[str, str]) 
     log.warning("Job %s handed back to the %s queue: this worker is stopping", job_id, record["queue"])
 
 
-def provenance(task_type: str, job: JobInput, output: JobOutput) -> dict[str, Any]:
+def provenance(task_type: str, parameters: dict[str, Any], prompt: str | None, output: JobOutput) -> dict[str, Any]:
     """The PNG's text chunks: how the image was made, as the job asked and the engine reports it."""
-    text = {
-        "Software": "Atelier",
-        "atelier:operation": task_type,
-        "atelier:parameters": job.parameters.model_dump(mode="json"),
-    }
-    if output.prompt_used or job.prompt:
-        text["atelier:prompt"] = output.prompt_used or job.prompt
+    text: dict[str, Any] = {"Software": "Atelier", "atelier:operation": task_type, "atelier:parameters": parameters}
+    if output.prompt_used or prompt:
+        text["atelier:prompt"] = output.prompt_used or prompt
     for key in PROVENANCE_KEYS:
         if key in output.metadata:
             text[f"atelier:{key}"] = output.metadata[key]

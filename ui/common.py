@@ -85,7 +85,12 @@ def submit(task_type: str, *, prompt: str | None = None, images: dict[str, Any],
     except InvalidSubmission as exc:
         raise error(explain(exc.details), title="Invalid input") from None
     except ServiceUnavailable:
-        raise gr.Error(UNREACHABLE, title="Service unavailable") from None
+        raise unreachable() from None
+
+
+def unreachable() -> gr.Error:
+    """The page's error when Redis cannot be reached (the job client's ServiceUnavailable)."""
+    return gr.Error(UNREACHABLE, title="Service unavailable")
 
 
 def admit(client: JobClient) -> None:
@@ -173,7 +178,7 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
         except ServiceUnavailable:
             failures += 1
             if failures > 30:  # about 30 s of retries, one a second
-                raise gr.Error(UNREACHABLE, title="Service unavailable") from None
+                raise unreachable() from None
             yield None, task_id, "Waiting for Redis to come back…"
             await asyncio.sleep(1)
             continue

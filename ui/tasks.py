@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from jobs import JobConflict, JobNotFound, ServiceUnavailable, get_client
-from ui.common import UNREACHABLE, error, save_result
+from ui.common import error, save_result, unreachable
 
 RECENT = 20
 
@@ -32,7 +32,7 @@ def task_status(task_id: str) -> dict[str, Any]:
     except JobNotFound:
         raise _not_found(task_id) from None
     except ServiceUnavailable:
-        raise gr.Error(UNREACHABLE, title="Service unavailable") from None
+        raise unreachable() from None
 
 
 def task_result(task_id: str) -> str:
@@ -43,7 +43,7 @@ def task_result(task_id: str) -> str:
     except JobNotFound:
         raise _not_found(task_id) from None
     except ServiceUnavailable:
-        raise gr.Error(UNREACHABLE, title="Service unavailable") from None
+        raise unreachable() from None
     except JobConflict as exc:
         raise error(f"No result: the task is {exc.status.status} ({exc.status.message}).", title="Not ready") from None
 
@@ -56,7 +56,7 @@ def cancel_task(task_id: str) -> dict[str, Any]:
     except JobNotFound:
         raise _not_found(task_id) from None
     except ServiceUnavailable:
-        raise gr.Error(UNREACHABLE, title="Service unavailable") from None
+        raise unreachable() from None
     except JobConflict as exc:
         raise error(
             f"Task already finished ({exc.status.status}); nothing to cancel, its result is kept.", title="Finished"
