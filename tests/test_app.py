@@ -18,7 +18,7 @@ from PIL import Image
 
 from app import Child, Supervisor, free_port, restart_delay
 from tests.conftest import b64
-from tests.support.stack import wait_until
+from tests.support.stack import start_app, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,27 +35,11 @@ def stack(
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     data_dir = tmp_path_factory.mktemp("app-data")
     env["ATELIER_DATA_DIR"] = str(data_dir)
-    port, flower_port = free_port(), free_port()
-    log = (artifacts / "app.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), "--flower", "--flower-port", str(flower_port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-
-    def ready() -> bool:
-        assert process.poll() is None, f"app.py exited with {process.returncode}; see test-artifacts/app.log"
-        try:
-            queues = http.get("/healthz").json()["queues"]
-        except httpx.HTTPError:
-            return False
-        return bool(queues["gpu"]["workers"] and queues["cpu"]["workers"])
-
+    flower_port = free_port()
+    log = artifacts / "app.log"
+    log.write_bytes(b"")
+    process, http = start_app(env, log, "--flower", "--flower-port", str(flower_port))
     try:
-        wait_until(ready, 60, interval=0.3, what="app.py's stack")
         yield process, http, data_dir
     finally:
         if process.poll() is None:
@@ -64,7 +48,6 @@ def stack(
                 process.wait(40)
             except subprocess.TimeoutExpired:
                 process.kill()
-        log.close()
 
 
 def run_job(http: httpx.Client, body: dict[str, Any]) -> tuple[list[dict[str, Any]], bytes]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +19,11 @@ import psutil
 import pytest
 import redis
 
-from app import free_port
 from jobs import JobClient, JobState
 from settings import Settings
 from tests.integration.test_jobs import steps_job
 from tests.support.operations import executions_key
-from tests.support.stack import RedisServer, Worker, wait_until
+from tests.support.stack import RedisServer, Worker, start_app, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BOUND = 10.0  # docker's grace period: everything must be gone before it
@@ -128,25 +126,7 @@ def studio_env(tmp_path: Path) -> dict[str, str]:
 
 
 def start_studio(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], httpx.Client]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-
-    def ready() -> bool:
-        assert process.poll() is None, f"app.py exited with {process.returncode}; see {log}"
-        try:
-            queues = http.get("/healthz").json()["queues"]
-        except httpx.HTTPError:
-            return False
-        return bool(queues["gpu"]["workers"] and queues["cpu"]["workers"])
-
-    wait_until(ready, 90, interval=0.3, what="app.py's stack")
+    process, http = start_app(env, log, timeout=90)
     return process, http
 
 

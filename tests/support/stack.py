@@ -140,6 +140,31 @@ class Worker:
                 self.process.wait()
 
 
+def start_app(env: dict[str, str], log: Path, *args: str, timeout: float = 60) -> tuple[subprocess.Popen[bytes], Any]:
+    """``python app.py --port <free> *args`` (its output appended to ``log``), once /healthz shows a
+    worker on each queue; returns the process and an httpx client for it."""
+    import httpx
+
+    from app import free_port
+
+    port = free_port()
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        argv = [sys.executable, "app.py", "--port", str(port), *args]
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+    def ready() -> bool:
+        assert process.poll() is None, f"app.py exited with {process.returncode}; see {log}"
+        try:
+            queues = http.get("/healthz").json()["queues"]
+        except httpx.HTTPError:
+            return False
+        return bool(queues["gpu"]["workers"] and queues["cpu"]["workers"])
+
+    wait_until(ready, timeout, interval=0.3, what="app.py's stack")
+    return process, http
+
+
 @contextmanager
 def serving(app: Any) -> Iterator[str]:
     """Serve an ASGI app on a free loopback port in a thread; yields its base URL."""
