@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     result_ttl: int = Field(default=3600, ge=1, description="Seconds a job and its images live")
     max_upload_mb: float = Field(default=50.0, gt=0)
     max_pixels: int = Field(default=40_000_000, ge=64 * 64)
+    max_batch_items: int = Field(default=500, ge=1, description="Items per batch")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     generation_model: str = "stabilityai/sd-turbo"
     # Diffusion (generation, diffusion style and inpainting share one loaded model). auto: float16

@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from api.errors import BodyError, error, invalid
+from jobs.archive import ArchiveRejected, read_archive
 from pipelines.base import IMAGE_FIELDS
 
 CONTENT_TYPES = ("application/json", "multipart/form-data")
@@ -88,3 +89,51 @@ async def parse_submission(request: Request, limit: int) -> tuple[dict[str, Any]
     if content_type == "application/json":
         return parse_json(body), {}
     return await parse_form(request, limit)
+
+
+async def parse_batch(request: Request, limit: int, max_items: int) -> tuple[dict[str, Any], Any]:
+    """(shared fields, items) of a batch request. JSON: ``items`` is the list sent. Multipart: every
+    file under ``item_field`` (default ``image``) is an item named by its filename, or one ``archive``
+    zip holds the items; other image fields, given once, are shared."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in CONTENT_TYPES:
+        raise BodyError(error(415, "Unsupported media type", message="Send application/json or multipart/form-data"))
+    body = await read_body(request, limit)
+    if content_type == "application/json":
+        document = parse_json(body)
+        return document, document.pop("items", None)
+    try:
+        form = await request.form(max_part_size=limit, max_files=max_items + len(IMAGE_FIELDS), max_fields=20)
+    except Exception as exc:
+        raise BodyError(invalid({"body": [f"Malformed multipart body: {exc}"]})) from None
+    item_field = str(form.get("item_field") or "image")
+    if item_field not in IMAGE_FIELDS:
+        raise BodyError(invalid({"item_field": [f"item_field must be one of {', '.join(IMAGE_FIELDS)}"]}))
+    fields: dict[str, Any] = {}
+    items: list[dict[str, Any]] = []
+    for name, value in form.multi_items():
+        if name == "item_field":
+            continue
+        if isinstance(value, str) or name not in (item_field, "archive"):
+            if name in fields:
+                raise BodyError(invalid({name[:80]: [f"{name[:80]} was given more than once"]}))
+            fields[name] = value if isinstance(value, str) else await value.read()
+        elif name == item_field:
+            items.append({item_field: await value.read(), "name": value.filename or None})
+        else:
+            items.extend(_archive_items(await value.read(), item_field, max_items, limit))
+    if "parameters" in fields and isinstance(fields["parameters"], str):
+        try:
+            text = fields["parameters"]
+            fields["parameters"] = json.loads(text, parse_constant=_no_constants) if text.strip() else None
+        except (ValueError, RecursionError) as exc:
+            raise BodyError(invalid({"parameters": [f"parameters must be a JSON object: {exc}"]})) from None
+    return fields, items
+
+
+def _archive_items(data: bytes, item_field: str, max_items: int, limit: int) -> list[dict[str, Any]]:
+    try:
+        images = read_archive(data, max_items, max_bytes=2 * limit)
+    except ArchiveRejected as exc:
+        raise BodyError(invalid({"archive": [str(exc)]})) from None
+    return [{item_field: content, "name": name} for name, content in images]

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from jobs import AlreadyFinished, JobConflict, JobNotFound, RateLimited, ServiceUnavailable
+from jobs import AlreadyFinished, BatchNotFound, JobConflict, JobNotFound, RateLimited, ServiceUnavailable
 from jobs.errors import UNREACHABLE
 from pipelines.validation import InvalidSubmission
 
@@ -42,6 +42,15 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return not_found(str(request.path_params.get("task_id", exc)))
 
 
+def batch_not_found(batch_id: str) -> JSONResponse:
+    shown = batch_id if len(batch_id) <= 80 else batch_id[:80] + "…"
+    return error(404, "Batch not found", batch_id=shown, message="Unknown or expired batch id")
+
+
+async def _batch_not_found(request: Request, exc: Exception) -> JSONResponse:
+    return batch_not_found(str(request.path_params.get("batch_id", exc)))
+
+
 async def _conflict(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, JobConflict)
     status = exc.status
@@ -74,6 +83,7 @@ async def _body(request: Request, exc: Exception) -> JSONResponse:
 def add_handlers(app: FastAPI) -> None:
     """Domain errors become HTTP answers here, once, instead of in every route."""
     app.add_exception_handler(JobNotFound, _not_found)
+    app.add_exception_handler(BatchNotFound, _batch_not_found)
     app.add_exception_handler(JobConflict, _conflict)
     app.add_exception_handler(InvalidSubmission, _invalid)
     app.add_exception_handler(RateLimited, _rate_limited)

@@ -13,10 +13,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from api.errors import error, not_found
+from api.errors import batch_not_found, error, not_found
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 TASK_PATH = re.compile(r"/api/v1/tasks/(.+?)/(status|result|cancel)/?")
+BATCH_PATH = re.compile(r"/api/v1/batches/(.+?)(/(result|cancel))?/?")
 
 
 def fallback_router(routers: Sequence[APIRouter]) -> APIRouter:
@@ -38,6 +39,9 @@ def fallback_router(routers: Sequence[APIRouter]) -> APIRouter:
         task = TASK_PATH.fullmatch(path)
         if task:
             return not_found(task.group(1))
+        batch = BATCH_PATH.fullmatch(path)
+        if batch:
+            return batch_not_found(batch.group(1))
         return error(404, "Not found", message=f"No endpoint {path}; the API is described at /docs")
 
     app.add_api_route("/api/{rest:path}", unrouted, methods=list(METHODS), include_in_schema=False)

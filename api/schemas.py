@@ -37,6 +37,51 @@ SUBMIT_FORM: dict[str, Any] = {
 }
 
 
+class BatchItemRequest(BaseModel):
+    name: str | None = Field(default=None, description="A file name; the result in the zip is named after it")
+    image: str | None = Field(default=None, description="Base64 PNG/JPEG/WebP (BMP, TIFF, GIF converted)")
+    target_image: str | None = None
+    mask: str | None = None
+    style_image: str | None = None
+    prompt: str | None = Field(default=None, max_length=5000)
+    parameters: dict[str, Any] | None = Field(default=None, description="Added to (or overriding) the shared ones")
+
+
+class BatchRequest(BaseModel):
+    task_type: str = Field(description=f"One of: {', '.join(OPERATIONS)}")
+    prompt: str | None = Field(default=None, max_length=5000, description="Shared by every item without its own")
+    parameters: dict[str, Any] | None = Field(default=None, description="Shared operation parameters")
+    image: str | None = Field(default=None, description="An image field shared by every item (e.g. one mask)")
+    target_image: str | None = None
+    mask: str | None = None
+    style_image: str | None = None
+    items: list[BatchItemRequest] = Field(description="One per job; at most ATELIER_MAX_BATCH_ITEMS (500)")
+
+
+BATCH_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["task_type"],
+    "properties": {
+        "task_type": {"type": "string"},
+        "prompt": {"type": "string"},
+        "parameters": {"type": "string", "description": "A JSON object"},
+        "item_field": {"type": "string", "description": "The image field the item files fill (default image)"},
+        "image": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "The items"},
+        "archive": {"type": "string", "format": "binary", "description": "A zip of images, one item each"},
+        **{name: {"type": "string", "format": "binary"} for name in IMAGE_FIELDS if name != "image"},
+    },
+}
+
+
+class BatchSubmitResponse(BaseModel):
+    batch_id: str
+    task_ids: list[str] = Field(description="The items' task ids, in the items' order")
+    status: JobState = JobState.PENDING
+    total: int
+    task_type: str
+    message: str
+
+
 class SubmitResponse(BaseModel):
     task_id: str
     status: JobState = JobState.PENDING
@@ -68,6 +113,7 @@ class ErrorResponse(BaseModel):
     details: dict[str, list[str]] | None = None
     status: str | None = None
     task_id: str | None = None
+    batch_id: str | None = None
     retry_after: int | None = Field(default=None, description="429: seconds until the client may submit again")
 
 
@@ -93,3 +139,6 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown, malformed or expired task id"}
 }
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse, "description": "Redis unreachable"}}
+BATCH_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "Unknown, malformed or expired batch id"}
+}

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from jobs.catalogue import background_models, engines, operations_by_queue, parameter_defaults, style_presets
 from jobs.client import JobClient, get_client
-from jobs.errors import AlreadyFinished, JobConflict, JobNotFound, RateLimited, ServiceUnavailable
+from jobs.errors import AlreadyFinished, BatchNotFound, JobConflict, JobNotFound, RateLimited, ServiceUnavailable
 from jobs.limits import requester
-from jobs.status import JobStatus
+from jobs.status import BatchItemStatus, BatchStatus, JobStatus
 from jobs.waiting import WAIT_MAX
 from pipelines.validation import InvalidSubmission
 from tasks.states import FINISHED, JobState
@@ -20,6 +20,9 @@ __all__ = [
     "FINISHED",
     "WAIT_MAX",
     "AlreadyFinished",
+    "BatchItemStatus",
+    "BatchNotFound",
+    "BatchStatus",
     "InvalidSubmission",
     "JobClient",
     "JobConflict",

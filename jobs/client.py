@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import IO, Any
 
 from celery import Celery
 
+from jobs.batches import BatchSubmitter, BatchTracker
 from jobs.errors import redis_reachable
 from jobs.follow import Tracker
 from jobs.limits import RateLimiter, requester
-from jobs.status import JobStatus
+from jobs.status import BatchStatus, JobStatus
 from jobs.submit import Submitter
 from jobs.waiting import Gone, LongPoll
 from settings import QUEUES, Settings, get_settings
@@ -33,6 +34,8 @@ class JobClient:
         self.limits = RateLimiter(self.store, settings)
         self.submitter = Submitter(settings, self.celery, self.store)
         self.tracker = Tracker(self.celery, self.store)
+        self.batches = BatchSubmitter(settings, self.celery, self.store)
+        self.batch_tracker = BatchTracker(self.celery, self.store)
         self.long_poll = LongPoll(settings.broker_url, self.tracker.status, self.celery.backend.get_key_for_task)
 
     def admit(self, user: str | None, headers: Mapping[str, str], peer: str | None) -> None:
@@ -59,6 +62,22 @@ class JobClient:
     def cancel(self, task_id: str) -> JobStatus:
         """Cancel a queued or running job; :class:`JobConflict` when it already finished."""
         return self.tracker.cancel(task_id)
+
+    def submit_batch(self, fields: Mapping[str, Any], items: Any) -> dict[str, Any]:
+        """Validate a batch whole and enqueue its items; ``InvalidSubmission`` (nothing enqueued) for bad input."""
+        return self.batches.submit(fields, items)
+
+    def batch_status(self, batch_id: str) -> BatchStatus:
+        """The batch's aggregate status and its items'; :class:`jobs.BatchNotFound` for unknown or expired ids."""
+        return self.batch_tracker.status(batch_id)
+
+    def cancel_batch(self, batch_id: str) -> BatchStatus:
+        """Cancel every unfinished item of the batch."""
+        return self.batch_tracker.cancel(batch_id)
+
+    def batch_archive(self, batch_id: str) -> tuple[BatchStatus, IO[bytes]]:
+        """A zip of the batch's finished results and its manifest (a file to read, then close)."""
+        return self.batch_tracker.archive(batch_id)
 
     def health(self) -> dict[str, Any]:
         """Redis reachability, live workers and waiting jobs per queue."""

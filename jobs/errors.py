@@ -21,6 +21,10 @@ class JobNotFound(LookupError):
     """Unknown, malformed or expired task id."""
 
 
+class BatchNotFound(LookupError):
+    """Unknown, malformed or expired batch id."""
+
+
 class ServiceUnavailable(RuntimeError):
     """Redis (or the broker) cannot be reached."""
 

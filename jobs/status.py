@@ -159,3 +159,71 @@ def describe_queued(task_id: str, record: Mapping[str, str], view: QueueView) ->
         eta = round(start_estimate(view.position, view.workers, view.typical_runtime, view.running), 1)
         message += f"{STARTS_IN}{max(1, round(eta))} s"
     return _make(task_id, record, JobState.PENDING, 0, message, position=view.position, eta_seconds=eta)
+
+
+class BatchItemStatus(BaseModel):
+    """One item of a batch, as the batch's status lists it."""
+
+    task_id: str
+    name: str | None = Field(default=None, description="The item's name as given (a file name), if any")
+    status: JobState
+    progress: int = Field(ge=0, le=100)
+    message: str
+
+
+class BatchStatus(BaseModel):
+    """A batch as the client, the REST API, the page and tests see it."""
+
+    batch_id: str
+    task_type: str
+    status: JobState = Field(
+        description="PENDING (no item started), PROCESSING, then SUCCESS (all succeeded), FAILURE (one or more "
+        "failed) or REVOKED (the batch was cancelled), once every item has ended"
+    )
+    total: int
+    progress: int = Field(ge=0, le=100, description="Over all items: an ended item counts 100")
+    message: str = Field(description='e.g. "37 of 120 done · 2 failed"')
+    counts: dict[JobState, int]
+    items: list[BatchItemStatus]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+def summarise_batch(batch_id: str, task_type: str, items: Sequence[BatchItemStatus], cancelled: bool) -> BatchStatus:
+    """The batch's aggregate status from its items' statuses."""
+    counts = dict.fromkeys(JobState, 0)
+    for item in items:
+        counts[item.status] += 1
+    total = len(items)
+    ended = sum(counts[state] for state in FINISHED)
+    progress = sum(100 if item.status in FINISHED else item.progress for item in items) // max(1, total)
+    if ended == total:
+        state = (
+            JobState.REVOKED
+            if cancelled
+            else JobState.SUCCESS
+            if counts[JobState.SUCCESS] == total
+            else JobState.FAILURE
+            if counts[JobState.FAILURE]
+            else JobState.REVOKED
+        )
+    else:
+        state = JobState.PENDING if counts[JobState.PENDING] == total else JobState.PROCESSING
+    message = f"{counts[JobState.SUCCESS]} of {total} done"
+    for label, key in (("failed", JobState.FAILURE), ("cancelled", JobState.REVOKED)):
+        if counts[key]:
+            message += f" · {counts[key]} {label}"
+    if state == JobState.PROCESSING and counts[JobState.PROCESSING]:
+        message += f" · {counts[JobState.PROCESSING]} running"
+    return BatchStatus(
+        batch_id=batch_id,
+        task_type=task_type,
+        status=state,
+        total=total,
+        progress=min(100, progress) if state.finished else min(99, progress),
+        message=message,
+        counts=counts,
+        items=list(items),
+    )

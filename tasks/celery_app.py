@@ -10,6 +10,7 @@ from celery.backends.redis import RedisBackend
 
 from pipelines import OPERATIONS
 from settings import Settings
+from tasks.store import PRIORITY_SEP, PRIORITY_STEPS
 
 TASK_NAME = "atelier.run_operation"
 
@@ -45,6 +46,9 @@ def make_celery(settings: Settings) -> Celery:
 
     transport = {
         "visibility_timeout": settings.visibility_timeout,
+        # The lists a queue's messages wait in, one per priority (tasks.store.broker_lists reads them).
+        "priority_steps": list(PRIORITY_STEPS),
+        "sep": PRIORITY_SEP,
         "socket_connect_timeout": 1.0,
         "socket_timeout": 5.0,
     }

@@ -30,6 +30,7 @@ from tasks.celery_app import TASK_NAME
 from tasks.shutdown import handing_back, remember_stop_timeout
 from tasks.states import JobState
 from tasks.store import (
+    BATCH_PRIORITY,
     RECONCILER_LOCK,
     JobStore,
     connect,
@@ -361,7 +362,8 @@ def send_again(celery: Any, job_id: str, record: dict[str, str]) -> None:
         "parameters": json.loads(record.get("parameters", "{}")),
         "prompt": json.loads(record.get("prompt", "null")),
     }
-    celery.send_task(TASK_NAME, kwargs=kwargs, task_id=job_id, queue=record["queue"])
+    priority = BATCH_PRIORITY if record.get("batch") else None  # a batch item stays behind single jobs
+    celery.send_task(TASK_NAME, kwargs=kwargs, task_id=job_id, queue=record["queue"], priority=priority)
 
 
 @signals.worker_ready.connect

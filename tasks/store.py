@@ -42,12 +42,15 @@ local left = redis.call('pttl', KEYS[1])
 if left < 0 then redis.call('pexpire', KEYS[1], ARGV[1]); left = tonumber(ARGV[1]) end
 return {count, left}
 """
+# A batch lives as long as its most recently touched item.
 TOUCH = """
 if redis.call('exists', KEYS[1]) == 0 then return 0 end
 redis.call('expire', KEYS[1], ARGV[1])
 local inputs = cjson.decode(redis.call('hget', KEYS[1], 'inputs') or '[]')
 for _, field in ipairs(inputs) do redis.call('expire', ARGV[2] .. field, ARGV[1]) end
 if ARGV[3] ~= '' then redis.call('hset', KEYS[1], ARGV[3], ARGV[4]) end
+local batch = redis.call('hget', KEYS[1], 'batch')
+if batch then redis.call('expire', ARGV[5] .. batch, ARGV[1]) end
 return 1
 """
 
@@ -68,6 +71,10 @@ def queued_key(queue: str) -> str:
     return f"{PREFIX}:queued:{queue}"
 
 
+def batch_key(batch_id: str) -> str:
+    return f"{PREFIX}:batch:{batch_id}"
+
+
 def rate_key(client: str) -> str:
     return f"{PREFIX}:rate:{client}"
 
@@ -86,12 +93,41 @@ RECONCILER_LOCK = f"{PREFIX}:reconciler"
 UNSENT = f"{PREFIX}:unsent"  # job id → when the reconciler first found its message nowhere in Redis
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis transport's own keys
 # kombu's Redis transport keeps a queue in one list per priority step: "cpu", "cpu\x06\x163", ...
+# and a worker pops from them in that order (0 first). Batch items go out at BATCH_PRIORITY, so a
+# single job never waits behind a batch for more than the item each worker process is running.
 PRIORITY_SEP, PRIORITY_STEPS = "\x06\x16", (0, 3, 6, 9)
+BATCH_PRIORITY = 9
+# Queue order (the queued sets' scores): single jobs by submit time, then batch items by submit time.
+BATCH_LANE = 1e10
 
 
 def broker_lists(queue: str) -> list[str]:
     """The Redis lists kombu keeps ``queue``'s waiting messages in, one per priority step."""
-    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+    return [broker_list(queue, step) for step in PRIORITY_STEPS]
+
+
+def broker_list(queue: str, priority: int) -> str:
+    """The list kombu keeps ``queue``'s messages of ``priority`` in (as its ``_q_for_pri`` does)."""
+    step = max(step for step in PRIORITY_STEPS if step <= max(0, priority))
+    return queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}"
+
+
+def message_priority(message: Any) -> int:
+    try:
+        return int(message["properties"]["priority"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+def queue_score(created: float, batched: bool) -> float:
+    """A queued job's score in its queue's order: batch items after every single job."""
+    return created + (BATCH_LANE if batched else 0.0)
+
+
+def queued_before(pipe: Any, queue: str, cutoff: float) -> None:
+    """Add to ``pipe`` the reads of ``queue``'s jobs queued before ``cutoff``, single and batched."""
+    pipe.zrangebyscore(queued_key(queue), "-inf", cutoff)
+    pipe.zrangebyscore(queued_key(queue), BATCH_LANE, BATCH_LANE + cutoff)
 
 
 def message_job_id(message: Any) -> str | None:
@@ -131,22 +167,26 @@ class QueueRecovery:
     def hand_back(self, job_id: str, queue: str, note: str, meta_key: Any) -> None:
         """Queue a running job again, at its original place, because its worker is stopping: not
         an attempt lost to a dead worker, so its attempt is given back too."""
-        created = self.redis.hget(job_key(job_id), "created")
+        score = self._original_place(job_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.zrem(RUNNING, job_id)
         pipe.hincrby(job_key(job_id), "attempts", -1)
         pipe.hset(job_key(job_id), "note", note)
         pipe.delete(meta_key)  # its PROCESSING state: the job reads as queued again
-        pipe.zadd(queued_key(queue), {job_id: float(created or time.time())})
+        pipe.zadd(queued_key(queue), {job_id: score})
         pipe.execute()
 
     def requeue(self, job_id: str, queue: str, note: str) -> None:
         """Put a job whose worker died back in the queue order, at its original place."""
-        created = self.redis.hget(job_key(job_id), "created")
+        score = self._original_place(job_id)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(queued_key(queue), {job_id: float(created or time.time())})
+        pipe.zadd(queued_key(queue), {job_id: score})
         pipe.hset(job_key(job_id), "note", note)
         pipe.execute()
+
+    def _original_place(self, job_id: str) -> float:
+        created, batch = self.redis.hmget(job_key(job_id), "created", "batch")
+        return queue_score(float(created or time.time()), batch is not None)
 
     def restore_unstarted(self, older_than: float) -> list[str]:
         """Put back in their queue the messages a worker fetched but never started.
@@ -174,7 +214,8 @@ class QueueRecovery:
                 continue
             pipe = self.redis.pipeline(transaction=True)
             pipe.zrem(UNACKED_INDEX, tag)
-            pipe.rpush(queue, json.dumps(message))  # the right end is the next to be fetched
+            # The right end is the next to be fetched, in the list of the message's priority.
+            pipe.rpush(broker_list(queue, message_priority(message)), json.dumps(message))
             pipe.execute()
             restored.append(job_id or tag.decode())
         return restored
@@ -191,7 +232,7 @@ class QueueRecovery:
         now = time.time()
         pipe = self.redis.pipeline(transaction=False)
         for queue in queues:
-            pipe.zrangebyscore(queued_key(queue), "-inf", now - grace)
+            queued_before(pipe, queue, now - grace)
         candidates = {job_id.decode() for ids in pipe.execute() for job_id in ids}
         if not candidates:
             self.redis.delete(UNSENT)
@@ -249,8 +290,22 @@ class JobStore(QueueRecovery):
 
     # -- submit ---------------------------------------------------------------------------
     def create(self, job_id: str, task_type: str, queue: str, images: dict[str, bytes], record: dict[str, Any]) -> None:
-        now = time.time()
         pipe = self.redis.pipeline(transaction=True)
+        self.add_job(pipe, job_id, task_type, queue, images, record)
+        pipe.execute()
+
+    def add_job(
+        self,
+        pipe: Any,
+        job_id: str,
+        task_type: str,
+        queue: str,
+        images: dict[str, bytes],
+        record: dict[str, Any],
+        batch_id: str | None = None,
+    ) -> None:
+        """Add to ``pipe`` the writes that create a queued job (an item of ``batch_id``, if given)."""
+        now = time.time()
         for field, data in images.items():
             pipe.set(input_key(job_id, field), data, ex=self.ttl)
         fields: dict[str, str | float] = {
@@ -260,11 +315,13 @@ class JobStore(QueueRecovery):
             "inputs": json.dumps(sorted(images)),
             **{key: json.dumps(value) for key, value in record.items()},
         }
+        if batch_id is not None:
+            fields["batch"] = batch_id
         pipe.hset(job_key(job_id), mapping=cast(Any, fields))  # redis-py types keys invariantly
         pipe.expire(job_key(job_id), self.ttl)
-        pipe.zadd(queued_key(queue), {job_id: now})
-        pipe.zremrangebyscore(queued_key(queue), "-inf", now - self.ttl)  # jobs that expired queued
-        pipe.execute()
+        pipe.zadd(queued_key(queue), {job_id: queue_score(now, batch_id is not None)})
+        for lane in (0.0, BATCH_LANE):  # jobs that expired queued
+            pipe.zremrangebyscore(queued_key(queue), lane, lane + now - self.ttl)
 
     def delete(self, job_id: str, queue: str) -> None:
         keys = [job_key(job_id), output_key(job_id), *self._input_keys(job_id)]
@@ -363,7 +420,8 @@ class JobStore(QueueRecovery):
 
     def touch(self, job_id: str, field: str = "", value: object = "") -> bool:
         """Restart the TTL of the job's record and inputs (optionally setting a field), if it still exists."""
-        return bool(self._touch(keys=[job_key(job_id)], args=[self.ttl, input_key(job_id, ""), field, str(value)]))
+        args: list[str | int] = [self.ttl, input_key(job_id, ""), field, str(value), batch_key("")]
+        return bool(self._touch(keys=[job_key(job_id)], args=args))
 
     def dequeue(self, job_id: str, queue: str) -> None:
         self.redis.zrem(queued_key(queue), job_id)

@@ -38,7 +38,7 @@ def settle(db: Any, timeout: float = 60) -> None:
 
     from jobs import FINISHED
     from settings import QUEUES
-    from tasks.store import UNACKED, job_key, message_job_id, queued_key
+    from tasks.store import UNACKED, broker_lists, job_key, message_job_id, queued_key
 
     def ended(job: str) -> bool:
         meta = db.get(f"celery-task-meta-{job}")
@@ -46,8 +46,9 @@ def settle(db: Any, timeout: float = 60) -> None:
 
     def unfinished() -> list[str]:
         pipe = db.pipeline(transaction=True)  # one snapshot: a message is always in one of these
-        for queue in QUEUES:
-            pipe.llen(queue)
+        for queue in QUEUES:  # every priority's list: batch items wait in their own
+            pipe.eval("local n = 0 for _, k in ipairs(KEYS) do n = n + redis.call('llen', k) end return n",
+                      len(broker_lists(queue)), *broker_lists(queue))  # fmt: skip
         pipe.hvals(UNACKED)
         for queue in QUEUES:
             pipe.zrange(queued_key(queue), 0, -1)

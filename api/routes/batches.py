@@ -1,0 +1,93 @@
+"""``/api/v1/batches/``: many items through one operation; each item is an ordinary job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from access import checked_user
+from api.body import parse_batch
+from api.deps import AppSettings, Jobs
+from api.errors import invalid
+from api.schemas import BATCH_FORM, BATCH_NOT_FOUND, UNAVAILABLE, BatchRequest, BatchSubmitResponse, ErrorResponse
+from jobs import BatchStatus
+
+router = APIRouter(prefix="/api/v1/batches", tags=["batches"])
+CHUNK = 1 << 20
+
+
+@router.post(
+    "/",
+    status_code=202,
+    response_model=BatchSubmitResponse,
+    responses={
+        400: {"model": ErrorResponse, "description": "Invalid input; details name each field (items[3].image)"},
+        413: {"model": ErrorResponse},
+        415: {"model": ErrorResponse},
+        429: {"model": ErrorResponse, "description": "Over ATELIER_RATE_LIMIT; see the Retry-After header"},
+        **UNAVAILABLE,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": BatchRequest.model_json_schema()},
+                "multipart/form-data": {"schema": BATCH_FORM},
+            },
+        }
+    },
+)
+async def submit_batch(request: Request, jobs: Jobs, settings: AppSettings) -> Any:
+    """Submit a batch: one operation, shared parameters, and up to ATELIER_MAX_BATCH_ITEMS items.
+
+    JSON with ``items`` (base64 images, optional names), or multipart with several ``image`` files
+    (or ``item_field`` naming another image field) or one ``archive`` zip. Every item is validated
+    before anything is stored; each becomes a job with its own task id.
+    """
+    jobs.admit(checked_user(request.scope), request.headers, request.client.host if request.client else None)
+    fields, items = await parse_batch(request, settings.max_upload_bytes, settings.max_batch_items)
+    answer = await run_in_threadpool(jobs.submit_batch, fields, items)
+    message = f"{answer['task_type']} batch of {answer['total']} submitted successfully"
+    return JSONResponse({**answer, "message": message}, 202)
+
+
+@router.get("/{batch_id}/", response_model=BatchStatus, responses={**BATCH_NOT_FOUND, **UNAVAILABLE})
+def batch_status(batch_id: str, jobs: Jobs) -> Any:
+    """The batch's status: counts per state, overall progress, and each item's state and message."""
+    return JSONResponse(jobs.batch_status(batch_id).model_dump(mode="json"))
+
+
+@router.post("/{batch_id}/cancel/", response_model=BatchStatus, responses={**BATCH_NOT_FOUND, **UNAVAILABLE})
+def cancel_batch(batch_id: str, jobs: Jobs) -> Any:
+    """Cancel every unfinished item: queued ones never start, running ones stop at their next step."""
+    return JSONResponse(jobs.cancel_batch(batch_id).model_dump(mode="json"))
+
+
+@router.get(
+    "/{batch_id}/result/",
+    responses={
+        **BATCH_NOT_FOUND,
+        **UNAVAILABLE,
+        200: {"content": {"application/zip": {}}, "description": "The finished items' PNGs and manifest.json"},
+        400: {"model": ErrorResponse, "description": "format is not zip"},
+    },
+)
+def batch_result(batch_id: str, jobs: Jobs, format: str = "zip") -> Any:
+    """A zip of the items finished so far, named after the items (``shoe-01.png``; ``item-0007.png``
+    without a name), and ``manifest.json`` with every item's name, task id, status and message."""
+    if format != "zip":
+        return invalid({"format": [f"format must be zip, got {format!r}"]})
+    status, archive = jobs.batch_archive(batch_id)
+    filename = f"batch-{status.task_type}-{status.batch_id[:8]}.zip"
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    return StreamingResponse(_chunks(archive), media_type="application/zip", headers=headers)
+
+
+def _chunks(archive: IO[bytes]) -> Iterator[bytes]:
+    with archive:
+        while chunk := archive.read(CHUNK):
+            yield chunk
