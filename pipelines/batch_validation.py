@@ -56,20 +56,38 @@ def validate_batch(
     details.update(shared_errors)
     if details:
         raise InvalidSubmission(details)
-    validated, bad_items = [], 0
-    for index, item in enumerate(items):
-        item_errors, checked = _check_item(index, item, shared, shared_errors, max_pixels)
-        if item_errors:
-            bad_items += 1
-            if bad_items <= MAX_ITEMS_REPORTED:
-                details.update(item_errors)
-        elif checked is not None:
-            validated.append(checked)
-    if bad_items > MAX_ITEMS_REPORTED:
-        _add(details, "items", f"{bad_items - MAX_ITEMS_REPORTED} more items have problems, not listed")
+    checked = [_check_item(index, item, shared, shared_errors, max_pixels) for index, item in enumerate(items)]
+    details.update(_item_details([errors for errors, _ in checked], shared))
     if details:
         raise InvalidSubmission(details)
-    return operation, validated
+    return operation, [item for _, item in checked if item is not None]
+
+
+def _item_details(errors: list[Details], shared: Mapping[str, Any]) -> Details:
+    """The items' problems, keyed ``items[i].<field>``; a problem that every item has with a shared
+    field (a mask that covers everything, say) is told once, under the shared field's name."""
+    details: Details = {}
+    common = None
+    for item_errors in errors:
+        unprefixed = {field.partition("].")[2]: tuple(messages) for field, messages in item_errors.items()}
+        found = {(field, messages) for field, messages in unprefixed.items() if field.split(".")[0] in shared}
+        common = found if common is None else common & found
+    for field, messages in sorted(common or ()):
+        details[field] = list(messages)
+    bad_items = 0
+    for item_errors in errors:
+        kept = {
+            key: value
+            for key, value in item_errors.items()
+            if (key.partition("].")[2], tuple(value)) not in (common or ())
+        }
+        if kept:
+            bad_items += 1
+            if bad_items <= MAX_ITEMS_REPORTED:
+                details.update(kept)
+    if bad_items > MAX_ITEMS_REPORTED:
+        _add(details, "items", f"{bad_items - MAX_ITEMS_REPORTED} more items have problems, not listed")
+    return details
 
 
 def _shared_errors(operation: Operation, shared: Mapping[str, Any], max_pixels: int) -> Details:

@@ -1,0 +1,88 @@
+"""A batch under faults: its items keep the guarantees of single jobs (nothing lost, nothing run twice)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from jobs import JobClient
+from settings import Settings
+from tasks.store import job_key
+from tests.conftest import b64
+from tests.integration.conftest import Api
+from tests.integration.test_batches import batch_status, submit_batch, wait_batch
+from tests.integration.test_jobs import SMALL
+from tests.integration.test_worker_lost import kill_worker
+from tests.support.operations import executions_key
+from tests.support.stack import RedisServer, Worker, wait_until
+
+
+def steps_batch(marker: str, count: int, steps: int, delay: float) -> dict[str, Any]:
+    return {
+        "task_type": "test_steps",
+        "parameters": {"steps": steps, "delay": delay},
+        "items": [
+            {"image": b64(SMALL), "prompt": f"{marker}-{index}", "name": f"{marker}-{index}.png"}
+            for index in range(count)
+        ],
+    }
+
+
+def test_a_worker_killed_mid_batch_loses_no_item_and_runs_none_twice(
+    api: Api, busy_cpu: str, redis_client: Any, artifacts: Path
+) -> None:
+    doomed = Worker("cpu", "batch-doomed", log=artifacts / "worker-batch-doomed.log").wait_ready(redis_client)
+    try:
+        answer = submit_batch(api, steps_batch("killed-mid-batch", 12, steps=6, delay=0.05))
+        batch_id = answer["batch_id"]
+        wait_until(lambda: batch_status(api, batch_id)["counts"]["SUCCESS"] >= 3, 60, what="three items done")
+        running = wait_until(
+            lambda: [item for item in batch_status(api, batch_id)["items"] if item["status"] == "PROCESSING"],
+            20,
+            interval=0.01,
+            what="an item running on the doomed worker",
+        )
+        kill_worker(doomed)
+        api.cancel(busy_cpu)  # the session's worker takes over
+        final = wait_batch(api, batch_id, timeout=120)
+        assert final["status"] == "SUCCESS", final
+        assert final["counts"]["SUCCESS"] == 12
+        runs = [int(redis_client.get(executions_key(f"killed-mid-batch-{index}")) or 0) for index in range(12)]
+        attempts = [int(redis_client.hget(job_key(task_id), "attempts") or 0) for task_id in answer["task_ids"]]
+        killed = [answer["task_ids"].index(item["task_id"]) for item in running]
+        for index in range(12):
+            if index in killed:  # the lost run and its one retry
+                assert runs[index] <= 2 and attempts[index] <= 2
+            else:
+                assert runs[index] == 1 and attempts[index] == 1, (index, runs, attempts)
+    finally:
+        doomed.stop()
+
+
+def test_a_batch_survives_a_redis_restart(tmp_path: Path, artifacts: Path) -> None:
+    from api import create_api
+
+    server = RedisServer(tmp_path / "redis")
+    client = JobClient(Settings(redis_url=server.url))
+    worker: Worker | None = None
+    try:
+        with TestClient(create_api(lambda: client)) as http:
+            api = Api(http)
+            answer = submit_batch(api, steps_batch("restart-batch", 6, steps=1, delay=0))  # no worker yet: all queued
+            server.stop()
+            assert http.get(f"/api/v1/batches/{answer['batch_id']}/").status_code == 503
+            server.start()
+            wait_until(lambda: http.get("/healthz").status_code == 200, 10, what="the API to recover")
+            assert batch_status(api, answer["batch_id"])["counts"]["PENDING"] == 6
+            worker = Worker("cpu", "batch-restart", env={"REDIS_URL": server.url}, log=artifacts / "worker-restart.log")
+            worker.wait_ready(client.store.redis)
+            final = wait_batch(api, answer["batch_id"], timeout=60)
+            assert final["status"] == "SUCCESS" and final["counts"]["SUCCESS"] == 6
+            for index in range(6):
+                assert client.store.redis.get(executions_key(f"restart-batch-{index}")) == b"1"
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
