@@ -86,3 +86,29 @@ def test_a_batch_survives_a_redis_restart(tmp_path: Path, artifacts: Path) -> No
         if worker is not None:
             worker.stop()
         server.stop()
+
+
+def test_a_batch_item_whose_message_was_lost_is_sent_again_at_the_batch_priority(
+    api: Api, workers: dict[str, Worker], redis_client: Any
+) -> None:
+    """The reconciler looks for batch items too (in their place in the queue order), and sends the
+    lost one again behind single jobs, once."""
+    import time
+    import uuid
+
+    from jobs import get_client
+    from tasks.store import queue_score, queued_key
+    from tests.conftest import png_bytes
+    from tests.reliability.test_lost_in_transit import in_broker
+
+    store = get_client().store
+    job_id, batch_id = str(uuid.uuid4()), str(uuid.uuid4())
+    record = {"prompt": "batch-item-lost", "parameters": {"steps": 1, "delay": 0}}
+    pipe = redis_client.pipeline(transaction=True)
+    store.add_job(pipe, job_id, "test_steps", "cpu", {"image": png_bytes(SMALL)}, record, batch_id)
+    pipe.execute()
+    redis_client.zadd(queued_key("cpu"), {job_id: queue_score(time.time() - 60, True)})  # a minute ago, no message
+    assert not in_broker(redis_client, job_id)
+    assert api.wait(job_id, timeout=90)["status"] == "SUCCESS"
+    assert redis_client.get(executions_key("batch-item-lost")) == b"1"
+    assert redis_client.hexists(job_key(job_id), "resent")
