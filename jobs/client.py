@@ -12,6 +12,7 @@ from celery import Celery
 from jobs.batches import BatchSubmitter, BatchTracker
 from jobs.errors import redis_reachable
 from jobs.follow import Tracker
+from jobs.idempotency import IdempotencyKeys
 from jobs.limits import RateLimiter, requester
 from jobs.status import BatchStatus, JobStatus
 from jobs.submit import Submitter
@@ -36,6 +37,7 @@ class JobClient:
         self.tracker = Tracker(self.celery, self.store)
         self.batches = BatchSubmitter(settings, self.celery, self.store)
         self.batch_tracker = BatchTracker(self.celery, self.store)
+        self.idempotency = IdempotencyKeys(self.store)
         self.long_poll = LongPoll(settings.broker_url, self.tracker.status, self.celery.backend.get_key_for_task)
 
     def admit(self, user: str | None, headers: Mapping[str, str], peer: str | None) -> None:

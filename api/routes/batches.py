@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import IO, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -13,7 +13,9 @@ from access import checked_user
 from api.body import parse_batch
 from api.deps import AppSettings, Jobs
 from api.errors import invalid
+from api.events import MEDIA_TYPE, changes_by_polling, stream
 from api.schemas import BATCH_FORM, BATCH_NOT_FOUND, UNAVAILABLE, BatchRequest, BatchSubmitResponse, ErrorResponse
+from api.submitting import SUBMIT_HEADERS, batch_end, submit_once, waited
 from jobs import BatchStatus
 
 router = APIRouter(prefix="/api/v1/batches", tags=["batches"])
@@ -25,20 +27,28 @@ CHUNK = 1 << 20
     status_code=202,
     response_model=BatchSubmitResponse,
     responses={
+        200: {
+            "model": BatchStatus,
+            "description": "With Prefer: wait=N, the final status of a batch that ended within N s; with an "
+            "Idempotency-Key used before, the first answer again (header Idempotent-Replayed: true)",
+        },
         400: {"model": ErrorResponse, "description": "Invalid input; details name each field (items[3].image)"},
+        409: {"model": ErrorResponse, "description": "A submit with this Idempotency-Key is still in progress"},
+        422: {"model": ErrorResponse, "description": "This Idempotency-Key was used with another body"},
         413: {"model": ErrorResponse},
         415: {"model": ErrorResponse},
         429: {"model": ErrorResponse, "description": "Over ATELIER_RATE_LIMIT; see the Retry-After header"},
         **UNAVAILABLE,
     },
     openapi_extra={
+        "parameters": SUBMIT_HEADERS,
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {"schema": BatchRequest.model_json_schema()},
                 "multipart/form-data": {"schema": BATCH_FORM},
             },
-        }
+        },
     },
 )
 async def submit_batch(request: Request, jobs: Jobs, settings: AppSettings) -> Any:
@@ -50,9 +60,13 @@ async def submit_batch(request: Request, jobs: Jobs, settings: AppSettings) -> A
     """
     jobs.admit(checked_user(request.scope), request.headers, request.client.host if request.client else None)
     fields, items = await parse_batch(request, settings.max_upload_bytes, settings.max_batch_items)
-    answer = await run_in_threadpool(jobs.submit_batch, fields, items)
-    message = f"{answer['task_type']} batch of {answer['total']} submitted successfully"
-    return JSONResponse({**answer, "message": message}, 202)
+
+    def submit() -> dict[str, Any]:  # in a thread: validation decodes some images
+        answer = jobs.submit_batch(fields, items)
+        return {**answer, "message": f"{answer['task_type']} batch of {answer['total']} submitted successfully"}
+
+    answer = await submit_once(request, jobs, (fields, items), submit)
+    return await waited(request, answer, lambda seconds: batch_end(request, jobs, answer.body["batch_id"], seconds))
 
 
 @router.get("/{batch_id}/", response_model=BatchStatus, responses={**BATCH_NOT_FOUND, **UNAVAILABLE})
@@ -91,3 +105,34 @@ def _chunks(archive: IO[bytes]) -> Iterator[bytes]:
     with archive:
         while chunk := archive.read(CHUNK):
             yield chunk
+
+
+@router.get(
+    "/{batch_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        **BATCH_NOT_FOUND,
+        **UNAVAILABLE,
+        200: {
+            "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
+            "description": "Server-Sent Events: `event: status`, `id: n`, `data: <the batch status JSON>` at "
+            "each change; the stream ends once every item has ended",
+        },
+    },
+)
+async def batch_events(
+    request: Request,
+    batch_id: str,
+    jobs: Jobs,
+    last_event_id: str | None = Header(
+        default=None, alias="Last-Event-ID", description="Resume: ids go on from this one"
+    ),
+) -> Any:
+    """The batch's status as a Server-Sent Events stream: an event whenever an item moves on."""
+    first = await run_in_threadpool(jobs.batch_status, batch_id)
+
+    async def read() -> tuple[dict[str, Any], bool]:
+        status = await run_in_threadpool(jobs.batch_status, first.batch_id)
+        return status.model_dump(mode="json"), status.finished
+
+    return stream(request, (first.model_dump(mode="json"), first.finished), changes_by_polling(read))

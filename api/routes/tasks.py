@@ -6,14 +6,15 @@ import base64
 import re
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from access import checked_user
 from api.body import parse_submission
 from api.deps import AppSettings, Jobs
 from api.errors import invalid
+from api.events import MEDIA_TYPE, stream
 from api.schemas import (
     NOT_FOUND,
     SUBMIT_FORM,
@@ -25,6 +26,7 @@ from api.schemas import (
     SubmitRequest,
     SubmitResponse,
 )
+from api.submitting import SUBMIT_HEADERS, job_end, submit_once, waited
 from jobs import WAIT_MAX
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -40,20 +42,28 @@ def _seconds(text: str) -> float:
     status_code=202,
     response_model=SubmitResponse,
     responses={
+        200: {
+            "model": StatusResponse,
+            "description": "With Prefer: wait=N, the final status of a job that ended within N s; with an "
+            "Idempotency-Key used before, the first answer again (header Idempotent-Replayed: true)",
+        },
         400: {"model": ErrorResponse, "description": "Invalid input; details name each field"},
+        409: {"model": ErrorResponse, "description": "A submit with this Idempotency-Key is still in progress"},
+        422: {"model": ErrorResponse, "description": "This Idempotency-Key was used with another body"},
         413: {"model": ErrorResponse},
         415: {"model": ErrorResponse},
         429: {"model": ErrorResponse, "description": "Over ATELIER_RATE_LIMIT; see the Retry-After header"},
         **UNAVAILABLE,
     },
     openapi_extra={
+        "parameters": SUBMIT_HEADERS,
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {"schema": SubmitRequest.model_json_schema()},
                 "multipart/form-data": {"schema": SUBMIT_FORM},
             },
-        }
+        },
     },
 )
 async def submit_task(request: Request, jobs: Jobs, settings: AppSettings) -> Any:
@@ -61,9 +71,13 @@ async def submit_task(request: Request, jobs: Jobs, settings: AppSettings) -> An
     # Before reading the body: a client over its limit costs one Redis call.
     jobs.admit(checked_user(request.scope), request.headers, request.client.host if request.client else None)
     fields, files = await parse_submission(request, settings.max_upload_bytes)
-    # Validation decodes some images: off the event loop, so other requests are not held up.
-    status = await run_in_threadpool(jobs.submit, fields, files)
-    return JSONResponse({"task_id": status.task_id, "status": status.status, "message": status.message}, 202)
+
+    def submit() -> dict[str, Any]:  # in a thread: validation decodes some images
+        status = jobs.submit(fields, files)
+        return {"task_id": status.task_id, "status": status.status, "message": status.message}
+
+    answer = await submit_once(request, jobs, (fields, files), submit)
+    return await waited(request, answer, lambda seconds: job_end(request, jobs, answer.body["task_id"], seconds))
 
 
 @router.get(
@@ -153,3 +167,38 @@ def cancel_task(task_id: str, jobs: Jobs) -> Any:
     """Cancel a queued job, or stop a running one at its next step."""
     status = jobs.cancel(task_id)
     return {"task_id": status.task_id, "status": status.status, "message": "Task cancelled"}
+
+
+@router.get(
+    "/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        **NOT_FOUND,
+        **UNAVAILABLE,
+        200: {
+            "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
+            "description": "Server-Sent Events: `event: status`, `id: n`, `data: <the status JSON>` at each "
+            "change; a comment every 15 s while nothing changes; the stream ends after the final state",
+        },
+    },
+)
+async def task_events(
+    request: Request,
+    task_id: str,
+    jobs: Jobs,
+    last_event_id: str | None = Header(
+        default=None, alias="Last-Event-ID", description="Resume: ids go on from this one"
+    ),
+) -> Any:
+    """The job's status as a Server-Sent Events stream: one event per change (its place in the queue,
+    progress and message, the end), woken by the same notifications as ``?wait=``."""
+    first = await run_in_threadpool(jobs.status, task_id)
+
+    async def gone() -> bool:
+        return bool(request.app.state.stopping()) or await request.is_disconnected()
+
+    async def next_change(seconds: float) -> tuple[dict[str, Any], bool]:
+        status = await jobs.watch(first.task_id, seconds, gone)
+        return status.as_dict(), status.finished
+
+    return stream(request, (first.as_dict(), first.finished), next_change)
