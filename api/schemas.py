@@ -107,6 +107,25 @@ class CancelResponse(BaseModel):
     message: str
 
 
+class PngInfoRequest(BaseModel):
+    image: str = Field(description="A PNG as base64 (a data: prefix is allowed)")
+
+
+PNG_INFO_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["image"],
+    "properties": {"image": {"type": "string", "format": "binary"}},
+}
+
+
+class PngInfoResponse(BaseModel):
+    source: str = Field(description="atelier (its own chunks), a1111 (a parameters text) or none")
+    operation: str | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    parameters: dict[str, Any] = Field(description="In Atelier's names: steps, guidance_scale, seed, width, ...")
+
+
 class ErrorResponse(BaseModel):
     error: str
     message: str | None = None

@@ -18,6 +18,7 @@ from pipelines.diffusion import (
     random_seed,
     run_pipeline,
 )
+from pipelines.png_info import sampler_name
 from settings import Settings
 
 
@@ -84,6 +85,7 @@ def generate_image(job: JobInput, progress: Progress) -> JobOutput:
     )
     metadata = {
         **model.metadata(),
+        "sampler": sampler_name(model.text_to_image.scheduler),
         "seed": seed,
         "steps": bridge.steps,
         "timings": watch.lap("run"),

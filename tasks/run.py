@@ -24,6 +24,7 @@ from PIL import Image
 from pipelines import OPERATIONS
 from pipelines.base import JobCancelled, JobInput, JobOutput, PipelineError
 from pipelines.images import ImageRejected, encode_png, open_image, preview_png
+from pipelines.png_info import a1111_parameters
 from pipelines.validation import validate_parameters
 from settings import QUEUES, Settings
 from tasks.celery_app import TASK_NAME
@@ -247,6 +248,8 @@ def provenance(task_type: str, parameters: dict[str, Any], prompt: str | None, o
     for key in PROVENANCE_KEYS:
         if key in output.metadata:
             text[f"atelier:{key}"] = output.metadata[key]
+    if task_type == "image_generation" and "atelier:prompt" in text:  # what A1111, IOPaint and image sites read
+        text["parameters"] = a1111_parameters(text["atelier:prompt"], parameters, output.metadata)
     return text
 
 

@@ -114,3 +114,35 @@ def test_diffusion_style_runs_on_the_same_worker_model(api: Api, photo: Image.Im
     assert result["metadata"]["model_loads_in_process"] == 1  # the gpu worker's generation model, reused
     assert result["prompt_used"] == "starry night style artwork"
     assert result_png(api, task_id).size == (96, 64)
+
+
+def test_a_generated_png_carries_a1111_parameters_that_png_info_reads_back(api: Api, tiny_sd: Path) -> None:
+    body = generation("a red bicycle, studio light", width=96, height=64, steps=2, seed=7, negative_prompt="blurry")
+    task_id = api.submit(body)
+    assert api.wait(task_id, timeout=120)["status"] == "SUCCESS"
+    png = api.http.get(f"/api/v1/tasks/{task_id}/result/?format=png").content
+    text = Image.open(io.BytesIO(png)).text  # type: ignore[attr-defined]
+    assert text["parameters"] == (
+        "a red bicycle, studio light\nNegative prompt: blurry\n"
+        f"Steps: 2, Sampler: Euler, CFG scale: 0, Seed: 7, Size: 96x64, Model: {tiny_sd.name}"
+    )
+    info = api.http.post("/api/v1/png-info/", json={"image": base64.b64encode(png).decode()})
+    assert info.status_code == 200, info.text
+    assert info.json()["source"] == "atelier" and info.json()["prompt"] == "a red bicycle, studio light"
+    assert info.json()["negative_prompt"] == "blurry"
+    assert {"steps": 2, "seed": 7, "width": 96, "height": 64}.items() <= info.json()["parameters"].items()
+    # The same PNG without Atelier's own chunks reads as A1111's, with the same facts.
+    bare = Image.open(io.BytesIO(png))
+    plain = io.BytesIO()
+    from PIL import PngImagePlugin
+
+    only_a1111 = PngImagePlugin.PngInfo()
+    only_a1111.add_text("parameters", text["parameters"])
+    bare.save(plain, "PNG", pnginfo=only_a1111)
+    info = api.http.post("/api/v1/png-info/", files={"image": ("a1111.png", plain.getvalue(), "image/png")}).json()
+    assert info["source"] == "a1111" and info["prompt"] == "a red bicycle, studio light"
+    assert info["parameters"] == {
+        "steps": 2, "sampler": "Euler", "guidance_scale": 0, "seed": 7, "width": 96, "height": 64, "model": tiny_sd.name
+    }  # fmt: skip
+    assert api.http.post("/api/v1/png-info/", json={"image": "%%"}).status_code == 400
+    assert api.http.post("/api/v1/png-info/", json={}).status_code == 400
