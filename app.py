@@ -38,7 +38,12 @@ def port_number(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="app.py", description="Atelier: an AI image studio")
+    parser = argparse.ArgumentParser(
+        prog="app.py",
+        description="Atelier: an AI image studio",
+        epilog="python app.py batch TASK_TYPE INPUT_DIR OUTPUT_DIR [...]: a folder of images through the "
+        "batch API of a running studio (python app.py batch --help)",
+    )
     parser.add_argument("command", nargs="?", choices=["serve", "download-models"], default="serve")
     parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (default 127.0.0.1)")
     parser.add_argument("--port", type=port_number, default=7860, help="Port to serve on (default 7860)")
@@ -418,6 +423,11 @@ def download_models() -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["batch"]:  # a client of a running studio, with arguments of its own
+        import batch_command
+
+        sys.exit(batch_command.main(argv[1:]))
     args = parse_args(argv)
     if args.command == "download-models":
         sys.exit(1 if download_models() else 0)

@@ -102,10 +102,7 @@ async def parse_batch(request: Request, limit: int, max_items: int) -> tuple[dic
     if content_type == "application/json":
         document = parse_json(body)
         return document, document.pop("items", None)
-    try:
-        form = await request.form(max_part_size=limit, max_files=max_items + len(IMAGE_FIELDS), max_fields=20)
-    except Exception as exc:
-        raise BodyError(invalid({"body": [f"Malformed multipart body: {exc}"]})) from None
+    form = await _batch_form(request, limit, max_items)
     item_field = str(form.get("item_field") or "image")
     if item_field not in IMAGE_FIELDS:
         raise BodyError(invalid({"item_field": [f"item_field must be one of {', '.join(IMAGE_FIELDS)}"]}))
@@ -129,6 +126,16 @@ async def parse_batch(request: Request, limit: int, max_items: int) -> tuple[dic
         except (ValueError, RecursionError) as exc:
             raise BodyError(invalid({"parameters": [f"parameters must be a JSON object: {exc}"]})) from None
     return fields, items
+
+
+async def _batch_form(request: Request, limit: int, max_items: int) -> Any:
+    try:
+        return await request.form(max_part_size=limit, max_files=max_items + len(IMAGE_FIELDS), max_fields=20)
+    except Exception as exc:
+        if "too many files" in str(exc).lower():
+            message = f"At most {max_items} items per batch (ATELIER_MAX_BATCH_ITEMS); send the rest as another batch"
+            raise BodyError(invalid({"items": [message]})) from None
+        raise BodyError(invalid({"body": [f"Malformed multipart body: {exc}"]})) from None
 
 
 def _archive_items(data: bytes, item_field: str, max_items: int, limit: int) -> list[dict[str, Any]]:
