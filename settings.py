@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
+import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 QUEUES = ("gpu", "cpu")
 RATE = re.compile(r"(?P<count>\d+)\s*/\s*(?P<every>\d*)\s*(?P<unit>s|sec|second|m|min|minute|h|hour|d|day)s?")
 RATE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+HOSTNAME = re.compile(
+    r"(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?"
+)
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+WEBHOOK_SECRET_HELP = (
+    "ATELIER_WEBHOOK_SECRET must be whsec_ followed by the base64 of 24 to 64 random bytes, as Standard Webhooks "
+    "libraries take it; make one with: python -c \"import base64, os; print('whsec_' + "
+    'base64.b64encode(os.urandom(32)).decode())"'
+)
 PLACEHOLDER_SECRETS = {"changeme", "changethis", "password", "password1", "secret", "admin", "12345678", "atelier"}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ATELIER_", extra="ignore", validate_default=True)
+    # Inputs are not echoed in errors: secrets (passwords, tokens, the webhook secret) must not reach logs.
+    model_config = SettingsConfigDict(
+        env_prefix="ATELIER_", extra="ignore", validate_default=True, hide_input_in_errors=True
+    )
 
     # Unset: app.py starts an embedded redis-server and sets this for its children.
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "ATELIER_REDIS_URL"))
@@ -70,6 +86,87 @@ class Settings(BaseSettings):
     # is ignored unless TRUSTED_PROXIES says how many reverse proxies in front append to it.
     rate_limit: str | None = None
     trusted_proxies: int = Field(default=0, ge=0)
+
+    # Webhooks (a submission's "webhook" URL): signed as Standard Webhooks says with webhook_secret
+    # (whsec_ + base64; unset: webhooks are refused at submit), sent by the workers, which need the
+    # same settings as the web process. Targets in private, loopback or link-local ranges are refused
+    # unless webhook_allow names them ("hooks.internal,10.0.0.0/8"); a failed delivery is tried again
+    # after each of webhook_retry_delays in turn (seconds; JSON or comma-separated), then given up.
+    webhook_secret: SecretStr | None = None
+    webhook_allow: str | None = None
+    webhook_retry_delays: Annotated[tuple[float, ...], NoDecode] = (5.0, 30.0, 120.0, 300.0, 450.0)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        text = value.get_secret_value().strip() if value is not None else ""
+        if not text:
+            return None
+        if not text.startswith("whsec_"):
+            raise ValueError(WEBHOOK_SECRET_HELP)
+        encoded = text.removeprefix("whsec_")
+        try:
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(WEBHOOK_SECRET_HELP) from None
+        if not 24 <= len(key) <= 64:
+            raise ValueError(f"{WEBHOOK_SECRET_HELP} (this one holds {len(key)} bytes)")
+        return SecretStr(text)
+
+    @property
+    def webhook_key(self) -> bytes | None:
+        """The HMAC key: the base64-decoded part of the secret after whsec_."""
+        if self.webhook_secret is None:
+            return None
+        encoded = self.webhook_secret.get_secret_value().removeprefix("whsec_")
+        return base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _webhook_allow(cls, value: str | None) -> str | None:
+        entries = [entry.strip().lower() for entry in (value or "").split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not HOSTNAME.fullmatch(entry) or "/" in entry:
+                    raise ValueError(
+                        f"ATELIER_WEBHOOK_ALLOW entries must be hostnames or CIDRs (10.0.0.0/8, ::1), got {entry!r}"
+                    ) from None
+        return ",".join(entries) or None
+
+    @property
+    def webhook_allowed(self) -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
+        """(allowed hostnames, allowed networks) from ATELIER_WEBHOOK_ALLOW."""
+        hosts: set[str] = set()
+        networks: list[IPNetwork] = []
+        for entry in (self.webhook_allow or "").split(","):
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                if entry:
+                    hosts.add(entry.rstrip("."))
+        return frozenset(hosts), tuple(networks)
+
+    @field_validator("webhook_retry_delays", mode="before")
+    @classmethod
+    def _retry_delays(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                return json.loads(text) if text.startswith("[") else [part for part in text.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError(
+                    f"ATELIER_WEBHOOK_RETRY_DELAYS must be seconds such as 5,30,120, got {value!r}"
+                ) from None
+        return value
+
+    @field_validator("webhook_retry_delays")
+    @classmethod
+    def _retry_delays_fit(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(value) > 20 or any(not 0 <= delay <= 86400 for delay in value):
+            raise ValueError("ATELIER_WEBHOOK_RETRY_DELAYS: at most 20 delays, each from 0 to 86400 seconds")
+        return value
 
     @field_validator("rate_limit")
     @classmethod

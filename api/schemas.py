@@ -12,6 +12,11 @@ from pipelines import OPERATIONS
 from pipelines.base import IMAGE_FIELDS
 
 StatusResponse = JobStatus
+WEBHOOK_HELP = (
+    "A URL Atelier POSTs the status JSON to, signed as Standard Webhooks says (webhook-id, webhook-timestamp, "
+    "webhook-signature); needs ATELIER_WEBHOOK_SECRET on the server"
+)
+WEBHOOK_EVENTS_HELP = 'Any of start, progress (at most two a second), completed; default ["completed"]'
 
 
 class SubmitRequest(BaseModel):
@@ -22,6 +27,8 @@ class SubmitRequest(BaseModel):
     mask: str | None = Field(default=None, description="object_removal: white = remove, same size as image")
     style_image: str | None = Field(default=None, description="style_transfer: a picture to take the style from")
     parameters: dict[str, Any] | None = Field(default=None, description="Operation parameters")
+    webhook: str | None = Field(default=None, max_length=2048, description=WEBHOOK_HELP)
+    webhook_events: list[str] | None = Field(default=None, description=WEBHOOK_EVENTS_HELP)
 
 
 # The same fields as a multipart form: images as files, parameters as JSON text.
@@ -32,6 +39,8 @@ SUBMIT_FORM: dict[str, Any] = {
         "task_type": {"type": "string"},
         "prompt": {"type": "string"},
         "parameters": {"type": "string", "description": "A JSON object"},
+        "webhook": {"type": "string", "description": WEBHOOK_HELP},
+        "webhook_events": {"type": "string", "description": "start,progress,completed or a JSON list"},
         **{name: {"type": "string", "format": "binary"} for name in IMAGE_FIELDS},
     },
 }
@@ -56,6 +65,8 @@ class BatchRequest(BaseModel):
     mask: str | None = None
     style_image: str | None = None
     items: list[BatchItemRequest] = Field(description="One per job; at most ATELIER_MAX_BATCH_ITEMS (500)")
+    webhook: str | None = Field(default=None, max_length=2048, description=WEBHOOK_HELP + "; the batch's status")
+    webhook_events: list[str] | None = Field(default=None, description=WEBHOOK_EVENTS_HELP)
 
 
 BATCH_FORM: dict[str, Any] = {
@@ -66,6 +77,8 @@ BATCH_FORM: dict[str, Any] = {
         "prompt": {"type": "string"},
         "parameters": {"type": "string", "description": "A JSON object"},
         "item_field": {"type": "string", "description": "The image field the item files fill (default image)"},
+        "webhook": {"type": "string", "description": WEBHOOK_HELP + "; the batch's status"},
+        "webhook_events": {"type": "string", "description": "start,progress,completed or a JSON list"},
         "image": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "The items"},
         "archive": {"type": "string", "format": "binary", "description": "A zip of images, one item each"},
         **{name: {"type": "string", "format": "binary"} for name in IMAGE_FIELDS if name != "image"},

@@ -18,15 +18,26 @@ from typing import IO, Any, cast
 from celery import Celery
 
 from jobs.archive import result_names, write_zip
-from jobs.errors import BatchNotFound, ServiceUnavailable, redis_reachable
-from jobs.follow import canonical_id
-from jobs.status import BatchItemStatus, BatchStatus, QueueView, describe, describe_queued, is_queued, summarise_batch
+from jobs.chains import PlannedStep, plan_chain, plan_job, send_first, write_chain
+from jobs.deliveries import BATCH, watch
+from jobs.errors import BatchNotFound, JobNotFound, ServiceUnavailable, redis_reachable
+from jobs.follow import Tracker, canonical_id
+from jobs.status import (
+    BatchItemStatus,
+    BatchStatus,
+    QueueView,
+    describe,
+    describe_queued,
+    is_queued,
+    summarise_batch,
+    webhook_report,
+)
+from jobs.webhooks import check_webhook, split_webhook, with_webhook_errors
 from pipelines.batch_validation import BatchItem, validate_batch
+from pipelines.chain_validation import ChainStep, validate_batch_then
 from settings import Settings
-from tasks.celery_app import TASK_NAME, queue_for
 from tasks.states import JobState
 from tasks.store import (
-    BATCH_PRIORITY,
     WORKER_STALE_AFTER,
     JobStore,
     batch_key,
@@ -47,26 +58,34 @@ class BatchSubmitter:
 
     def submit(self, fields: Mapping[str, Any], items: Any) -> dict[str, Any]:
         """``{"batch_id", "task_ids", "status", "total"}``; ``InvalidSubmission`` (nothing stored) for bad input."""
-        operation, validated = validate_batch(fields, items, self.settings.max_pixels, self.settings.max_batch_items)
+        fields, asked = split_webhook(fields)
+        webhook, webhook_errors = check_webhook(asked, self.settings)
+        fields = dict(fields)
+        then = fields.pop("then", None)  # each item is then a chain
+        with with_webhook_errors(webhook_errors):
+            operation, validated = validate_batch(
+                fields, items, self.settings.max_pixels, self.settings.max_batch_items
+            )
+            chained = validate_batch_then(then, [item.submission for item in validated], self.settings.max_pixels)
         batch_id = str(uuid.uuid4())
-        jobs = [(str(uuid.uuid4()), item) for item in validated]
+        jobs = [self._plan(item, steps) for item, steps in zip(validated, chained, strict=True)]
         with redis_reachable():
             pipe = self.store.redis.pipeline(transaction=True)
-            for job_id, item in jobs:
-                sub = item.submission
-                record = {"prompt": sub.prompt, "sizes": sub.sizes, "parameters": sub.parameters}
-                queue = queue_for(operation.name, self.settings, sub.parameters)
-                self.store.add_job(pipe, job_id, operation.name, queue, sub.image_bytes, record, batch_id)
+            for item_id, planned in jobs:
+                self._write(pipe, item_id, planned, batch_id)
             batch: dict[str, str | float] = {
                 "task_type": operation.name,
                 "created": time.time(),
-                "items": json.dumps([[job_id, item.name] for job_id, item in jobs]),
+                "items": json.dumps([[item_id, item.name] for (item_id, _), item in zip(jobs, validated, strict=True)]),
             }
+            if webhook is not None:  # the batch's, not each item's
+                batch["webhook"] = json.dumps(webhook.as_record())
+                watch(pipe, BATCH, batch_id, webhook, self.store.ttl)
             pipe.hset(batch_key(batch_id), mapping=cast(Any, batch))
             pipe.expire(batch_key(batch_id), self.store.ttl)
             pipe.execute()
-        self._publish(batch_id, operation.name, jobs)
-        task_ids = [job_id for job_id, _ in jobs]
+        self._publish(batch_id, [planned[0] for _, planned in jobs])
+        task_ids = [item_id for item_id, _ in jobs]
         return {
             "batch_id": batch_id,
             "task_ids": task_ids,
@@ -75,21 +94,28 @@ class BatchSubmitter:
             "task_type": operation.name,
         }
 
-    def _publish(self, batch_id: str, task_type: str, jobs: list[tuple[str, BatchItem]]) -> None:
-        """Send every item's message over one connection; if the broker fails midway, the batch is
-        cancelled (what was sent stops, what was not never runs) and the caller hears a 503."""
+    def _plan(self, item: BatchItem, steps: list[ChainStep]) -> tuple[str, list[PlannedStep]]:
+        """(the item's task id, its jobs): one job, or a chain's steps under the chain's id."""
+        if steps:
+            return plan_chain(item.submission, steps, self.settings)
+        job = plan_job(item.submission, self.settings)
+        return job.job_id, [job]
+
+    def _write(self, pipe: Any, item_id: str, planned: list[PlannedStep], batch_id: str) -> None:
+        if planned[0].link is not None:
+            write_chain(pipe, self.store, item_id, planned, batch_id)
+            return
+        sub = planned[0].submission
+        record = {"prompt": sub.prompt, "sizes": sub.sizes, "parameters": sub.parameters}
+        self.store.add_job(pipe, item_id, sub.operation.name, planned[0].queue, sub.image_bytes, record, batch_id)
+
+    def _publish(self, batch_id: str, firsts: list[PlannedStep]) -> None:
+        """Send every item's (first) message over one connection; if the broker fails midway, the batch
+        is cancelled (what was sent stops, what was not never runs) and the caller hears a 503."""
         try:
             with self.celery.producer_or_acquire() as producer:
-                for job_id, item in jobs:
-                    sub = item.submission
-                    self.celery.send_task(
-                        TASK_NAME,
-                        kwargs={"task_type": task_type, "parameters": sub.parameters, "prompt": sub.prompt},
-                        task_id=job_id,
-                        queue=queue_for(task_type, self.settings, sub.parameters),
-                        priority=BATCH_PRIORITY,
-                        producer=producer,
-                    )
+                for first in firsts:
+                    send_first(self.celery, first, batched=True, producer=producer)
         except Exception as exc:
             # With Redis away too, the reconciler sends what is queued without a message.
             with contextlib.suppress(Exception):
@@ -102,6 +128,7 @@ class BatchTracker:
 
     def __init__(self, celery: Celery, store: JobStore) -> None:
         self.celery, self.store = celery, store
+        self.tracker = Tracker(celery, store)  # for items that are chains
 
     def _meta_key(self, task_id: str) -> Any:
         return self.celery.backend.get_key_for_task(task_id)
@@ -122,7 +149,7 @@ class BatchTracker:
         """The batch's aggregate status and each item's; :class:`BatchNotFound` for unknown or expired ids."""
         batch_id, record, items = self._read(batch_id)
         statuses = self._item_statuses(items)
-        return summarise_batch(batch_id, record["task_type"], statuses, "cancelled" in record)
+        return summarise_batch(batch_id, record["task_type"], statuses, "cancelled" in record, webhook_report(record))
 
     def _item_statuses(self, items: list[tuple[str, str | None]]) -> list[BatchItemStatus]:
         with redis_reachable():
@@ -139,9 +166,7 @@ class BatchTracker:
         statuses = []
         for (job_id, name), (_, job, meta) in zip(items, jobs, strict=True):
             if "task_type" not in job:
-                statuses.append(
-                    BatchItemStatus(task_id=job_id, name=name, status=JobState.FAILURE, progress=0, message=EXPIRED)
-                )
+                statuses.append(self._chain_item(job_id, name))
                 continue
             status = describe_queued(job_id, job, places[job_id]) if job_id in places else describe(job_id, job, meta)
             statuses.append(
@@ -150,6 +175,16 @@ class BatchTracker:
                 )
             )
         return statuses
+
+    def _chain_item(self, chain_id: str, name: str | None) -> BatchItemStatus:
+        """An item that is a chain (no job record under its id), or one whose record expired."""
+        try:
+            status = self.tracker.chains.status(chain_id)
+        except JobNotFound:
+            return BatchItemStatus(task_id=chain_id, name=name, status=JobState.FAILURE, progress=0, message=EXPIRED)
+        return BatchItemStatus(
+            task_id=chain_id, name=name, status=status.status, progress=status.progress, message=status.message
+        )
 
     def _places(self, jobs: list[tuple[str, dict[str, str], dict[str, Any]]]) -> dict[str, QueueView]:
         """The queue view of each queued item: its position and its queue's live workers."""
@@ -176,7 +211,11 @@ class BatchTracker:
         ids = [job_id for job_id, _ in items]
         with redis_reachable():
             self.store.redis.hset(batch_key(batch_id), "cancelled", time.time())
-            claimed = [job_id for job_id in ids if self.store.claim_outcome(job_id, JobState.REVOKED) is None]
+            outcomes = {job_id: self.store.claim_outcome(job_id, JobState.REVOKED) for job_id in ids}
+            claimed = [job_id for job_id, outcome in outcomes.items() if outcome is None]
+            for chain_id in [job_id for job_id, outcome in outcomes.items() if outcome == "EXPIRED"]:
+                with contextlib.suppress(JobNotFound):  # no job record: a chain (or an item that expired)
+                    self.tracker.chains.cancel(chain_id)
             pipe = self.store.redis.pipeline(transaction=False)
             for job_id in claimed:
                 pipe.hget(job_key(job_id), "queue")
@@ -217,12 +256,22 @@ class BatchTracker:
         }
         return status, write_zip(self._outputs(status, files, done), manifest)
 
+    def _result_id(self, item_id: str) -> str:
+        """The job whose output is the item's result: the item's own, or a chain's last step."""
+        if self.store.redis.exists(job_key(item_id)):
+            return item_id
+        try:
+            return self.tracker.chains.last_step(item_id)
+        except JobNotFound:
+            return item_id
+
     def _outputs(self, status: BatchStatus, files: list[str], done: list[int]) -> Any:
         """(file name, PNG) of each finished item, read a few at a time."""
         for start in range(0, len(done), 16):
             chunk = done[start : start + 16]
             with redis_reachable():
-                pngs = self.store.redis.mget([output_key(status.items[index].task_id) for index in chunk])
+                ids = [self._result_id(status.items[index].task_id) for index in chunk]
+                pngs = self.store.redis.mget([output_key(job_id) for job_id in ids])
             for index, png in zip(chunk, pngs, strict=True):
                 if png is not None:
                     yield files[index], png

@@ -8,8 +8,9 @@ from typing import Any
 
 from celery import Celery
 
+from jobs.chains import ChainTracker
 from jobs.errors import AlreadyFinished, JobConflict, JobNotFound, redis_reachable
-from jobs.status import JobStatus, QueueView, describe, describe_queued, is_queued
+from jobs.status import JobStatus, QueueView, describe, describe_queued, describe_waiting, is_queued
 from tasks.states import JobState
 from tasks.store import JobStore
 
@@ -30,6 +31,7 @@ class Tracker:
 
     def __init__(self, celery: Celery, store: JobStore) -> None:
         self.celery, self.store = celery, store
+        self.chains = ChainTracker(store, self._step_status, self._revoke)
 
     def _meta_key(self, task_id: str) -> Any:
         return self.celery.backend.get_key_for_task(task_id)
@@ -44,10 +46,18 @@ class Tracker:
         return task_id, record, json.loads(raw_meta) if raw_meta else {"status": JobState.PENDING, "result": None}
 
     def status(self, task_id: str) -> JobStatus:
-        """The job's current state; raises :class:`JobNotFound` for unknown or expired ids."""
+        """The job's (or chain's) current state; raises :class:`JobNotFound` for unknown or expired ids."""
+        try:
+            return self._status_of(*self._read(task_id))
+        except JobNotFound:
+            return self.chains.status(canonical_id(task_id))
+
+    def _step_status(self, task_id: str) -> JobStatus:
         return self._status_of(*self._read(task_id))
 
     def _status_of(self, task_id: str, record: dict[str, str], meta: dict[str, Any]) -> JobStatus:
+        if "waiting" in record and "outcome" not in record:
+            return describe_waiting(task_id, record)
         if not is_queued(record, meta):
             return describe(task_id, record, meta)
         queue, task_type = record["queue"], record["task_type"]
@@ -57,8 +67,16 @@ class Tracker:
         return describe_queued(task_id, record, QueueView(position, workers, runtime, running))
 
     def result(self, task_id: str) -> tuple[JobStatus, dict[str, Any], bytes]:
-        """The finished job's result metadata and PNG; :class:`JobConflict` if not ``SUCCESS``."""
-        task_id, record, meta = self._read(task_id)
+        """The finished job's result metadata and PNG (a chain's: its last step's); :class:`JobConflict`
+        if not ``SUCCESS``."""
+        try:
+            task_id, record, meta = self._read(task_id)
+        except JobNotFound:
+            status = self.chains.status(canonical_id(task_id))
+            if status.status != JobState.SUCCESS:
+                raise JobConflict(f"Task is {status.status}, no result", status) from None
+            _, last_result, last_png = self.result(self.chains.last_step(status.task_id))
+            return status, last_result, last_png
         status = self._status_of(task_id, record, meta)
         if status.status != JobState.SUCCESS:
             raise JobConflict(f"Task is {status.status}, no result", status)
@@ -70,17 +88,35 @@ class Tracker:
         return status, result, png
 
     def cancel(self, task_id: str) -> JobStatus:
-        """Cancel a queued or running job; :class:`JobConflict` when it already finished."""
-        task_id, record, _ = self._read(task_id)
+        """Cancel a queued or running job (a chain: its running step, and the rest never run);
+        :class:`JobConflict` when it already finished."""
+        try:
+            task_id, record, _ = self._read(task_id)
+        except JobNotFound:
+            return self._cancel_chain(canonical_id(task_id))
         with redis_reachable():
-            previous = self.store.claim_outcome(task_id, JobState.REVOKED)
-            if previous == "EXPIRED":
-                raise JobNotFound(task_id)
-            if previous not in (None, JobState.REVOKED):
-                raise AlreadyFinished("Task already finished", self.status(task_id))
-            if previous is None:
-                self.store.dequeue(task_id, record["queue"])
-                self.celery.backend.mark_as_revoked(task_id, reason="cancelled")
-                # A worker that already holds the message skips it; a running job stops at its next step.
-                self.celery.control.revoke(task_id)
+            if not self._revoke(task_id, record):
+                previous = self.store.claim_outcome(task_id, JobState.REVOKED)
+                if previous == "EXPIRED":
+                    raise JobNotFound(task_id)
+                if previous != JobState.REVOKED:
+                    raise AlreadyFinished("Task already finished", self.status(task_id))
         return self.status(task_id)
+
+    def _revoke(self, task_id: str, record: dict[str, str]) -> bool:
+        """Cancel the job if it has no outcome yet; whether this call did."""
+        if self.store.claim_outcome(task_id, JobState.REVOKED) is not None:
+            return False
+        self.store.dequeue(task_id, record["queue"])
+        self.celery.backend.mark_as_revoked(task_id, reason="cancelled")
+        # A worker that already holds the message skips it; a running job stops at its next step.
+        self.celery.control.revoke(task_id)
+        return True
+
+    def _cancel_chain(self, chain_id: str) -> JobStatus:
+        status = self.chains.status(chain_id)
+        if status.finished and status.status != JobState.REVOKED:
+            raise AlreadyFinished("Task already finished", status)
+        with redis_reachable():
+            self.chains.cancel(chain_id)
+        return self.chains.status(chain_id)

@@ -14,6 +14,42 @@ from pydantic import BaseModel, Field
 from tasks.states import FINISHED, JobState
 
 STARTS_IN = ", starts in about "
+# Fields of a job's (or batch's) Redis record that the webhook senders count into.
+WEBHOOK_DELIVERED, WEBHOOK_FAILED, WEBHOOK_ERROR = "webhook_delivered", "webhook_failed", "webhook_error"
+
+
+class WebhookReport(BaseModel):
+    """How the deliveries of a job's (or batch's) webhook went so far."""
+
+    delivered: int = Field(description="Events the receiver accepted (answered 2xx)")
+    failed: int = Field(
+        description="Failed attempts (an error, a non-2xx answer or none within 10 s); each is retried with the "
+        "same webhook-id until the retries run out"
+    )
+    last_error: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The last failed attempt, and whether it is tried again",
+    )
+
+
+def webhook_report(record: Mapping[str, str]) -> WebhookReport | None:
+    """The webhook part of a status, from the job's or batch's record; None without a webhook."""
+    if "webhook" not in record:
+        return None
+    return WebhookReport(
+        delivered=int(record.get(WEBHOOK_DELIVERED, 0)),
+        failed=int(record.get(WEBHOOK_FAILED, 0)),
+        last_error=record.get(WEBHOOK_ERROR),
+    )
+
+
+class ChainStepStatus(BaseModel):
+    """One step of a chain, as the chain's status lists it; its task id works on its own too."""
+
+    task_id: str
+    task_type: str
+    status: JobState
 
 
 class JobStatus(BaseModel):
@@ -32,6 +68,18 @@ class JobStatus(BaseModel):
     preview: str | None = Field(
         default=None,
         description="While PROCESSING, for engines that publish one: a small base64 PNG of the work so far",
+    )
+    webhook: WebhookReport | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="With a webhook: how its deliveries went",
+    )
+
+    step: int | None = Field(
+        default=None, exclude_if=lambda value: value is None, description="A chain: the step it is at (1-based)"
+    )
+    steps: list[ChainStepStatus] | None = Field(
+        default=None, exclude_if=lambda value: value is None, description="A chain: each step's task id and state"
     )
 
     @property
@@ -104,6 +152,7 @@ def _make(
         result_available=state == JobState.SUCCESS,
         task_type=record["task_type"],
         queue=record["queue"],
+        webhook=webhook_report(record),
         **extra,
     )
 
@@ -185,13 +234,24 @@ class BatchStatus(BaseModel):
     message: str = Field(description='e.g. "37 of 120 done · 2 failed"')
     counts: dict[JobState, int]
     items: list[BatchItemStatus]
+    webhook: WebhookReport | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="With a webhook: how its deliveries went",
+    )
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
 
 
-def summarise_batch(batch_id: str, task_type: str, items: Sequence[BatchItemStatus], cancelled: bool) -> BatchStatus:
+def summarise_batch(
+    batch_id: str,
+    task_type: str,
+    items: Sequence[BatchItemStatus],
+    cancelled: bool,
+    webhook: WebhookReport | None = None,
+) -> BatchStatus:
     """The batch's aggregate status from its items' statuses."""
     counts = dict.fromkeys(JobState, 0)
     for item in items:
@@ -226,4 +286,48 @@ def summarise_batch(batch_id: str, task_type: str, items: Sequence[BatchItemStat
         message=message,
         counts=counts,
         items=list(items),
+        webhook=webhook,
+    )
+
+
+def describe_waiting(task_id: str, record: Mapping[str, str]) -> JobStatus:
+    """A chain step waiting for the step before it."""
+    step = int(record.get("step", 2))
+    message = f"Waiting for step {step - 1} of {record.get('of', step)} to finish"
+    return _make(task_id, record, JobState.PENDING, 0, message)
+
+
+def summarise_chain(chain_id: str, steps: Sequence[JobStatus], cancelled: bool) -> JobStatus:
+    """A chain's status from its steps': where it is ("Step 2 of 3 · Remove background — …"), progress
+    over the whole chain; a failed step fails it (the message names the step), its result is the last's."""
+    from pipelines import OPERATIONS
+
+    total = len(steps)
+    summary = [ChainStepStatus(task_id=s.task_id, task_type=s.task_type, status=s.status) for s in steps]
+    index = next((i for i, s in enumerate(steps) if s.status != JobState.SUCCESS), total - 1)
+    current = steps[index]
+    title = OPERATIONS[current.task_type].title if current.task_type in OPERATIONS else current.task_type
+    where = f"Step {index + 1} of {total} · {title}"
+    common: dict[str, Any] = {"task_id": chain_id, "task_type": current.task_type, "queue": current.queue}
+    common |= {"step": index + 1, "steps": summary}
+    if current.status == JobState.FAILURE:
+        message = f"{where} failed: {current.message}"
+        return JobStatus(**common, status=JobState.FAILURE, progress=0, message=message, result_available=False)
+    if current.status == JobState.REVOKED or (cancelled and not current.finished):
+        message = f"Cancelled at step {index + 1} of {total}"
+        return JobStatus(**common, status=JobState.REVOKED, progress=0, message=message, result_available=False)
+    if current.status == JobState.SUCCESS:
+        return JobStatus(**common, status=JobState.SUCCESS, progress=100, message="Done", result_available=True)
+    progress = min(99, (index * 100 + current.progress) // total)
+    state = JobState.PENDING if index == 0 and current.status == JobState.PENDING else JobState.PROCESSING
+    queued = {"position": current.position, "eta_seconds": current.eta_seconds} if state == JobState.PENDING else {}
+    return JobStatus(
+        **common,
+        **queued,
+        status=state,
+        progress=progress,
+        message=f"{where} — {current.message}",
+        result_available=False,
+        updated_at=current.updated_at,
+        preview=current.preview,
     )

@@ -37,7 +37,9 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]  # celery ships no type
 def make_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings``; the web process and the workers build theirs alike."""
     backend = f"{__name__}:ResultBackend+{settings.broker_url}"  # "class+url": Celery's form for a backend class
-    app = Celery("atelier", broker=settings.broker_url, backend=backend, include=["tasks.run"])
+    # jobs.webhook_worker: each worker's main process also sends webhooks (it reads statuses as the
+    # job client does, hence its place in jobs/, named here rather than imported: jobs imports tasks).
+    app = Celery("atelier", broker=settings.broker_url, backend=backend, include=["tasks.run", "jobs.webhook_worker"])
 
     def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
         if name == TASK_NAME and kwargs and kwargs.get("task_type") in OPERATIONS:

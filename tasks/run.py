@@ -28,6 +28,7 @@ from pipelines.png_info import a1111_parameters
 from pipelines.validation import validate_parameters
 from settings import QUEUES, Settings
 from tasks.celery_app import TASK_NAME
+from tasks.chains import history, reconcile_chains, send_next
 from tasks.shutdown import handing_back, remember_stop_timeout
 from tasks.states import JobState
 from tasks.store import (
@@ -134,7 +135,10 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     job, output = execute(self, store, job_id, record, parameters, prompt)
     runtime = time.perf_counter() - started
     parameters_used = job.parameters.model_dump(mode="json")
-    png = encode_png(output.image, provenance(task_type, parameters_used, job.prompt, output))
+    text = provenance(task_type, parameters_used, job.prompt, output)
+    if "chain" in record:  # every step so far, this one included
+        text["atelier:chain"] = when_redis_answers(lambda: history(store, record), job_id, "reading its chain")
+    png = encode_png(output.image, text)
     earlier = end(store, job_id, JobState.SUCCESS)
     if earlier == JobState.REVOKED:  # cancelled in the last instant
         self.backend.mark_as_revoked(job_id, reason="cancelled")
@@ -148,6 +152,11 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     if not stored:
         log.warning("Job %s expired while it ran; its result is dropped", job_id)
         raise Ignore()
+    if "chain" in record:
+        try:  # the next step, on its own queue; if this fails, the reconciler sends it
+            send_next(store, self.app, record, job_id)
+        except Exception as exc:
+            log.warning("Job %s: the next step of chain %s was not sent yet (%s)", job_id, record["chain"], exc)
     metadata = {"operation": task_type, "parameters": parameters_used, **output.metadata}
     result: dict[str, Any] = {
         "image_key": output_key(job_id),
@@ -310,6 +319,7 @@ def reconcile(store: JobStore, celery: Any) -> None:
         log.warning("Job %s was fetched by a worker that died before starting it; queued again", job_id)
     rescue_orphans(store, celery)
     resend_lost(store, celery)
+    reconcile_chains(store, celery)
 
 
 def rescue_orphans(store: JobStore, celery: Any) -> None:

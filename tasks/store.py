@@ -9,6 +9,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
 
@@ -42,17 +43,57 @@ local left = redis.call('pttl', KEYS[1])
 if left < 0 then redis.call('pexpire', KEYS[1], ARGV[1]); left = tonumber(ARGV[1]) end
 return {count, left}
 """
-# A batch lives as long as its most recently touched item.
+# A batch lives as long as its most recently touched item; a chain's steps and record live as long
+# as its most recently touched step (a step waiting for the one before must not expire meanwhile).
 TOUCH = """
+local function touch(key)
+  redis.call('expire', key, ARGV[1])
+  local inputs = cjson.decode(redis.call('hget', key, 'inputs') or '[]')
+  for _, field in ipairs(inputs) do redis.call('expire', key .. ':input:' .. field, ARGV[1]) end
+end
 if redis.call('exists', KEYS[1]) == 0 then return 0 end
-redis.call('expire', KEYS[1], ARGV[1])
-local inputs = cjson.decode(redis.call('hget', KEYS[1], 'inputs') or '[]')
-for _, field in ipairs(inputs) do redis.call('expire', ARGV[2] .. field, ARGV[1]) end
+touch(KEYS[1])
 if ARGV[3] ~= '' then redis.call('hset', KEYS[1], ARGV[3], ARGV[4]) end
 local batch = redis.call('hget', KEYS[1], 'batch')
 if batch then redis.call('expire', ARGV[5] .. batch, ARGV[1]) end
+local chain = redis.call('hget', KEYS[1], 'chain')
+if chain and redis.call('expire', ARGV[6] .. chain, ARGV[1]) == 1 then
+  for _, step in ipairs(cjson.decode(redis.call('hget', ARGV[6] .. chain, 'ids') or '[]')) do
+    if redis.call('exists', ARGV[2] .. step) == 1 then touch(ARGV[2] .. step) end
+  end
+end
 return 1
 """
+# A chain's next step, once (its 'waiting' mark is the claim): the previous output becomes its input
+# and it takes its place in its queue's order. The caller then sends its message.
+ADVANCE = """
+if redis.call('exists', KEYS[3]) == 0 then return 'EXPIRED' end
+if redis.call('hexists', KEYS[3], 'outcome') == 1 then return 'ENDED' end
+if redis.call('hexists', KEYS[3], 'waiting') == 0 then return 'SENT' end
+local output = redis.call('get', KEYS[2])
+if not output then return 'NO_OUTPUT' end
+redis.call('hdel', KEYS[3], 'waiting')
+redis.call('set', KEYS[4], output, 'EX', ARGV[2])
+redis.call('zadd', KEYS[5], ARGV[1], ARGV[3])
+return 'OK'
+"""
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """A job's place in a chain: step ``step`` (1-based) of ``of`` in ``chain``; ``awaits`` names the
+    input the previous step's output fills (None for the first step)."""
+
+    chain: str
+    step: int
+    awaits: str | None = None
+    of: int = 1
+
+    def fields(self) -> dict[str, str | float]:
+        fields: dict[str, str | float] = {"chain": self.chain, "step": self.step, "of": self.of}
+        if self.awaits is not None:
+            fields |= {"waiting": 1, "awaits": self.awaits}
+        return fields
 
 
 def job_key(job_id: str) -> str:
@@ -73,6 +114,13 @@ def queued_key(queue: str) -> str:
 
 def batch_key(batch_id: str) -> str:
     return f"{PREFIX}:batch:{batch_id}"
+
+
+def chain_key(chain_id: str) -> str:
+    return f"{PREFIX}:chain:{chain_id}"
+
+
+CHAINS = f"{PREFIX}:chains"  # chain id → created, while the chain may still need a step sent
 
 
 def rate_key(client: str) -> str:
@@ -285,6 +333,7 @@ class JobStore(QueueRecovery):
         self._claim = client.register_script(CLAIM_OUTCOME)
         self._touch = client.register_script(TOUCH)
         self._claim_resend = client.register_script(CLAIM_RESEND)
+        self._advance = client.register_script(ADVANCE)
         self.workers = WorkerRegistry(client)
         self.submissions = SubmissionCounter(client)
 
@@ -303,8 +352,10 @@ class JobStore(QueueRecovery):
         images: dict[str, bytes],
         record: dict[str, Any],
         batch_id: str | None = None,
+        link: ChainLink | None = None,
     ) -> None:
-        """Add to ``pipe`` the writes that create a queued job (an item of ``batch_id``, if given)."""
+        """Add to ``pipe`` the writes that create a queued job (an item of ``batch_id``, if given; a
+        step of a chain with ``link``: a step after the first waits, unqueued, for its input)."""
         now = time.time()
         for field, data in images.items():
             pipe.set(input_key(job_id, field), data, ex=self.ttl)
@@ -312,14 +363,17 @@ class JobStore(QueueRecovery):
             "task_type": task_type,
             "queue": queue,
             "created": now,
-            "inputs": json.dumps(sorted(images)),
+            "inputs": json.dumps(sorted({*images, *([link.awaits] if link and link.awaits else [])})),
             **{key: json.dumps(value) for key, value in record.items()},
         }
         if batch_id is not None:
             fields["batch"] = batch_id
+        if link is not None:
+            fields |= link.fields()
         pipe.hset(job_key(job_id), mapping=cast(Any, fields))  # redis-py types keys invariantly
         pipe.expire(job_key(job_id), self.ttl)
-        pipe.zadd(queued_key(queue), {job_id: queue_score(now, batch_id is not None)})
+        if link is None or link.awaits is None:
+            pipe.zadd(queued_key(queue), {job_id: queue_score(now, batch_id is not None)})
         for lane in (0.0, BATCH_LANE):  # jobs that expired queued
             pipe.zremrangebyscore(queued_key(queue), lane, lane + now - self.ttl)
 
@@ -420,8 +474,16 @@ class JobStore(QueueRecovery):
 
     def touch(self, job_id: str, field: str = "", value: object = "") -> bool:
         """Restart the TTL of the job's record and inputs (optionally setting a field), if it still exists."""
-        args: list[str | int] = [self.ttl, input_key(job_id, ""), field, str(value), batch_key("")]
+        args: list[str | int] = [self.ttl, job_key(""), field, str(value), batch_key(""), chain_key("")]
         return bool(self._touch(keys=[job_key(job_id)], args=args))
+
+    def advance(self, previous: str, job_id: str, record: dict[str, str]) -> str:
+        """Hand ``previous``'s output to the chain step ``job_id`` and queue it, once: 'OK' for the one
+        caller that must now send its message; else why not ('SENT', 'ENDED', 'EXPIRED', 'NO_OUTPUT')."""
+        keys = [job_key(previous), output_key(previous), job_key(job_id), input_key(job_id, record["awaits"]),
+                queued_key(record["queue"])]  # fmt: skip
+        score = queue_score(float(record["created"]), "batch" in record)
+        return cast(bytes, self._advance(keys=keys, args=[score, self.ttl, job_id])).decode()
 
     def dequeue(self, job_id: str, queue: str) -> None:
         self.redis.zrem(queued_key(queue), job_id)
@@ -431,7 +493,7 @@ class JobStore(QueueRecovery):
 
         False (and nothing stored) when the job's record expired meanwhile.
         """
-        if not self.touch(job_id):
+        if not self.touch(job_id, "finished", time.time()):
             return False
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(output_key(job_id), png, ex=self.ttl)
