@@ -8,7 +8,7 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -26,8 +26,9 @@ def checked_user(scope: Scope) -> str | None:
 class RequireAuth:
     """Answer 401 (with a Basic challenge, so browsers ask) unless the request carries valid credentials."""
 
-    def __init__(self, app: ASGIApp, credentials: dict[str, str], tokens: set[str]) -> None:
-        self.app, self.credentials, self.tokens = app, credentials, tokens
+    def __init__(self, app: ASGIApp, credentials: dict[str, str], tokens: Mapping[str, str | None] | set[str]) -> None:
+        self.app, self.credentials = app, credentials
+        self.tokens = dict.fromkeys(tokens) if isinstance(tokens, set) else dict(tokens)  # token → its name
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket") or scope.get("path") in OPEN_PATHS:
@@ -55,13 +56,14 @@ class RequireAuth:
         await send({"type": "http.response.body", "body": body.encode()})
 
     def identify(self, scope: Scope) -> str | None:
-        """The caller its credentials prove ("user:<name>", "token:<digest>"), or None."""
+        """The caller its credentials prove ("user:<name>", "token:<name>" or "token:<digest>"), or None."""
         header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer":
             token = value.strip()
-            if any(hmac.compare_digest(token, known) for known in self.tokens):
-                return "token:" + hashlib.sha256(token.encode()).hexdigest()[:24]  # no secret in a Redis key
+            for known, name in self.tokens.items():
+                if hmac.compare_digest(token, known):  # a named token is its name; else a digest, no secret
+                    return "token:" + (name or hashlib.sha256(token.encode()).hexdigest()[:24])
             return None
         if scheme.lower() == "basic":
             try:
@@ -71,3 +73,25 @@ class RequireAuth:
             expected = self.credentials.get(user)
             return f"user:{user}" if expected is not None and hmac.compare_digest(password, expected) else None
         return None
+
+
+class RateLimitHeaders:
+    """Adds the ``RateLimit-*`` headers a submit route noted (``request.state.rate_limit_headers``) to its
+    answer, whatever the answer is: an accepted job, a refused body, an error."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            noted = (scope.get("state") or {}).get("rate_limit_headers")
+            if message["type"] == "http.response.start" and noted:
+                extra = [(key.lower().encode(), value.encode()) for key, value in noted.items()]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # is ignored unless TRUSTED_PROXIES says how many reverse proxies in front append to it.
     rate_limit: str | None = None
     trusted_proxies: int = Field(default=0, ge=0)
+    # Teams (with access control on): user or token names who see and cancel every job, and the most
+    # queued + running jobs one owner may have (unset: no cap).
+    admins: str | None = None
+    max_active_per_user: int | None = Field(default=None, ge=1)
 
     # Webhooks (a submission's "webhook" URL): signed as Standard Webhooks says with webhook_secret
     # (whsec_ + base64; unset: webhooks are refused at submit), sent by the workers, which need the
@@ -204,9 +208,12 @@ class Settings(BaseSettings):
     @field_validator("api_tokens")
     @classmethod
     def _long_tokens(cls, value: str | None) -> str | None:
-        for token in (value or "").split(","):
-            if token and (len(token) < 16 or token.lower() in PLACEHOLDER_SECRETS):
+        for entry in (value or "").split(","):
+            name, _, token = entry.rpartition(":")
+            if entry and (len(token) < 16 or token.lower() in PLACEHOLDER_SECRETS):
                 raise ValueError("each ATELIER_API_TOKENS token needs 16+ characters (e.g. `openssl rand -hex 24`)")
+            if ":" in entry and not re.fullmatch(r"[\w.@-]{1,64}", name):
+                raise ValueError(f"ATELIER_API_TOKENS names are letters, digits, '.', '@', '-' or '_', got {name!r}")
         return value or None
 
     @property
@@ -214,8 +221,19 @@ class Settings(BaseSettings):
         return dict(entry.partition(":")[::2] for entry in (self.auth or "").split(",") if entry)
 
     @property
-    def tokens(self) -> set[str]:
-        return {token for token in (self.api_tokens or "").split(",") if token}
+    def tokens(self) -> dict[str, str | None]:
+        """Each API token and its name (``name:token`` in ATELIER_API_TOKENS), or None for a nameless one."""
+        named = (entry.rpartition(":") for entry in (self.api_tokens or "").split(",") if entry)
+        return {token: name or None for name, _, token in named}
+
+    @property
+    def access_control(self) -> bool:
+        """Whether callers log in (ATELIER_AUTH or ATELIER_API_TOKENS): each job then belongs to its submitter."""
+        return bool(self.credentials or self.tokens)
+
+    @property
+    def admin_names(self) -> set[str]:
+        return {name.strip() for name in (self.admins or "").split(",") if name.strip()}
 
     @field_validator("queues")
     @classmethod

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from access import RequireAuth
+from access import RateLimitHeaders, RequireAuth
 from api.errors import add_handlers
 from api.fallback import fallback_router
 from api.routes import batches, catalogue, health, png_info, tasks
@@ -39,6 +39,7 @@ def create_api(job_client: Callable[[], JobClient] = get_client, settings: Setti
     for router in [*routers, fallback_router(routers)]:  # the fallbacks last: they answer what no route takes
         app.include_router(router)
     add_handlers(app)
+    app.add_middleware(RateLimitHeaders)
     if settings.credentials or settings.tokens:
         app.add_middleware(RequireAuth, credentials=settings.credentials, tokens=settings.tokens)
     return app

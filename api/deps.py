@@ -10,7 +10,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from access import checked_user
 from jobs import JobClient
+from jobs.owners import Caller
 from settings import Settings
 
 
@@ -24,5 +26,13 @@ def app_settings(request: Request) -> Settings:
     return settings
 
 
+def request_caller(request: Request) -> Caller:
+    """Who sent the request: their jobs are theirs alone when access control is on."""
+    client: JobClient = request.app.state.job_client()
+    peer = request.client.host if request.client else None
+    return client.caller(checked_user(request.scope), request.headers, peer)
+
+
 Jobs = Annotated[JobClient, Depends(job_client)]
+CallerOf = Annotated[Caller, Depends(request_caller)]
 AppSettings = Annotated[Settings, Depends(app_settings)]

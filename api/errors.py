@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from jobs import AlreadyFinished, BatchNotFound, JobConflict, JobNotFound, RateLimited, ServiceUnavailable
 from jobs.errors import UNREACHABLE
+from jobs.owners import TooManyActive
 from pipelines.validation import InvalidSubmission
 
 
@@ -71,6 +72,12 @@ async def _rate_limited(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _too_many_active(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TooManyActive)
+    return error(429, "Too many active jobs", message=str(exc), retry_after=exc.retry_after,
+                 headers={"Retry-After": str(exc.retry_after)})  # fmt: skip
+
+
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     return error(503, "Service unavailable", message=unavailable_message(request, exc))
 
@@ -87,6 +94,7 @@ def add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobConflict, _conflict)
     app.add_exception_handler(InvalidSubmission, _invalid)
     app.add_exception_handler(RateLimited, _rate_limited)
+    app.add_exception_handler(TooManyActive, _too_many_active)
     app.add_exception_handler(BodyError, _body)
     for exc_type in (ServiceUnavailable, *UNREACHABLE):  # the raw ones too: nothing reaches a user as a 500
         app.add_exception_handler(exc_type, _unavailable)

@@ -139,6 +139,22 @@ class PngInfoResponse(BaseModel):
     parameters: dict[str, Any] = Field(description="In Atelier's names: steps, guidance_scale, seed, width, ...")
 
 
+class TaskListEntry(BaseModel):
+    task_id: str
+    task_type: str
+    status: JobState
+    created_at: float = Field(description="Submit time, Unix seconds")
+    message: str
+    progress: int
+    batch_id: str | None = Field(default=None, description="A batch item's batch")
+    steps: int | None = Field(default=None, description="A chain's number of steps")
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskListEntry]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page; null on the last")
+
+
 class ErrorResponse(BaseModel):
     error: str
     message: str | None = None

@@ -17,6 +17,8 @@ from access import checked_user
 from api.errors import BodyError, error, invalid
 from jobs import JobClient, requester
 from jobs.idempotency import IdempotencyConflict, fingerprint, valid_key
+from jobs.limits import RateWindow
+from jobs.owners import Caller
 
 PREFER_WAIT_MAX = 60
 PREFER_WAIT = re.compile(r"(?:^|[\s,;])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECASE)
@@ -113,7 +115,15 @@ async def waited(
     return JSONResponse(final, 200, headers={"Preference-Applied": f"wait={seconds}"})
 
 
-async def job_end(request: Request, jobs: JobClient, task_id: str, seconds: float) -> dict[str, Any] | None:
+def note_rate_window(request: Request, window: RateWindow | None) -> None:
+    """Have the answer (whatever it is) carry the client's ``RateLimit-*`` headers (``api.RateLimitHeaders``)."""
+    if window is not None:
+        request.state.rate_limit_headers = window.headers()
+
+
+async def job_end(
+    request: Request, jobs: JobClient, task_id: str, seconds: float, caller: Caller | None = None
+) -> dict[str, Any] | None:
     """The job's final status if it ends within ``seconds``, else None (woken by its own updates)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -122,7 +132,7 @@ async def job_end(request: Request, jobs: JobClient, task_id: str, seconds: floa
         return bool(request.app.state.stopping()) or await request.is_disconnected()
 
     while (remaining := deadline - loop.time()) > 0:
-        status = await jobs.watch(task_id, remaining, gone)
+        status = await jobs.watch(task_id, remaining, gone, caller)
         if status.finished:
             return status.as_dict()
         if await gone():
@@ -130,12 +140,14 @@ async def job_end(request: Request, jobs: JobClient, task_id: str, seconds: floa
     return None
 
 
-async def batch_end(request: Request, jobs: JobClient, batch_id: str, seconds: float) -> dict[str, Any] | None:
+async def batch_end(
+    request: Request, jobs: JobClient, batch_id: str, seconds: float, caller: Caller | None = None
+) -> dict[str, Any] | None:
     """The batch's final status if every item ends within ``seconds``, else None."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while loop.time() < deadline and not await request.is_disconnected():
-        status = await run_in_threadpool(jobs.batch_status, batch_id)
+        status = await run_in_threadpool(jobs.batch_status, batch_id, caller)
         if status.finished:
             return status.model_dump(mode="json")
         await asyncio.sleep(0.25)

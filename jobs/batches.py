@@ -18,10 +18,11 @@ from typing import IO, Any, cast
 from celery import Celery
 
 from jobs.archive import result_names, write_zip
-from jobs.chains import PlannedStep, plan_chain, plan_job, send_first, write_chain
+from jobs.chains import PlannedStep, place, plan, send_first, write_plan
 from jobs.deliveries import BATCH, watch
 from jobs.errors import BatchNotFound, JobNotFound, ServiceUnavailable, redis_reachable
 from jobs.follow import Tracker, canonical_id
+from jobs.owners import Owners
 from jobs.status import (
     BatchItemStatus,
     BatchStatus,
@@ -33,8 +34,8 @@ from jobs.status import (
     webhook_report,
 )
 from jobs.webhooks import check_webhook, split_webhook, with_webhook_errors
-from pipelines.batch_validation import BatchItem, validate_batch
-from pipelines.chain_validation import ChainStep, validate_batch_then
+from pipelines.batch_validation import validate_batch
+from pipelines.chain_validation import validate_batch_then
 from settings import Settings
 from tasks.states import JobState
 from tasks.store import (
@@ -53,11 +54,12 @@ EXPIRED = "Expired: its result outlived ATELIER_RESULT_TTL"
 class BatchSubmitter:
     """Validate a batch whole, then store every item and send its message."""
 
-    def __init__(self, settings: Settings, celery: Celery, store: JobStore) -> None:
-        self.settings, self.celery, self.store = settings, celery, store
+    def __init__(self, settings: Settings, celery: Celery, store: JobStore, owners: Owners) -> None:
+        self.settings, self.celery, self.store, self.owners = settings, celery, store, owners
 
-    def submit(self, fields: Mapping[str, Any], items: Any) -> dict[str, Any]:
-        """``{"batch_id", "task_ids", "status", "total"}``; ``InvalidSubmission`` (nothing stored) for bad input."""
+    def submit(self, fields: Mapping[str, Any], items: Any, owner: str | None = None) -> dict[str, Any]:
+        """``{"batch_id", "task_ids", "status", "total"}``; ``InvalidSubmission`` (nothing stored) for bad
+        input, :class:`jobs.owners.TooManyActive` when the items take ``owner`` past its cap."""
         fields, asked = split_webhook(fields)
         webhook, webhook_errors = check_webhook(asked, self.settings)
         fields = dict(fields)
@@ -67,47 +69,39 @@ class BatchSubmitter:
                 fields, items, self.settings.max_pixels, self.settings.max_batch_items
             )
             chained = validate_batch_then(then, [item.submission for item in validated], self.settings.max_pixels)
+        self.owners.admit(owner, len(validated))
+        plans = [plan(item.submission, steps, self.settings) for item, steps in zip(validated, chained, strict=True)]
+        with redis_reachable():
+            plans = place(self.store, plans, owner, batched=True)
         batch_id = str(uuid.uuid4())
-        jobs = [self._plan(item, steps) for item, steps in zip(validated, chained, strict=True)]
         with redis_reachable():
             pipe = self.store.redis.pipeline(transaction=True)
-            for item_id, planned in jobs:
-                self._write(pipe, item_id, planned, batch_id)
+            for planned in plans:
+                write_plan(pipe, self.store, planned, owner, batch_id)
+            self.owners.record(pipe, owner, [item_id for item_id, _ in plans], [jobs[-1].job_id for _, jobs in plans])
             batch: dict[str, str | float] = {
                 "task_type": operation.name,
                 "created": time.time(),
-                "items": json.dumps([[item_id, item.name] for (item_id, _), item in zip(jobs, validated, strict=True)]),
+                "items": json.dumps(
+                    [[item_id, item.name] for (item_id, _), item in zip(plans, validated, strict=True)]
+                ),
             }
+            if owner is not None:
+                batch["owner"] = owner
             if webhook is not None:  # the batch's, not each item's
                 batch["webhook"] = json.dumps(webhook.as_record())
                 watch(pipe, BATCH, batch_id, webhook, self.store.ttl)
             pipe.hset(batch_key(batch_id), mapping=cast(Any, batch))
             pipe.expire(batch_key(batch_id), self.store.ttl)
             pipe.execute()
-        self._publish(batch_id, [planned[0] for _, planned in jobs])
-        task_ids = [item_id for item_id, _ in jobs]
+        self._publish(batch_id, [jobs[0] for _, jobs in plans])
         return {
             "batch_id": batch_id,
-            "task_ids": task_ids,
+            "task_ids": [item_id for item_id, _ in plans],
             "status": "PENDING",
-            "total": len(jobs),
+            "total": len(plans),
             "task_type": operation.name,
         }
-
-    def _plan(self, item: BatchItem, steps: list[ChainStep]) -> tuple[str, list[PlannedStep]]:
-        """(the item's task id, its jobs): one job, or a chain's steps under the chain's id."""
-        if steps:
-            return plan_chain(item.submission, steps, self.settings)
-        job = plan_job(item.submission, self.settings)
-        return job.job_id, [job]
-
-    def _write(self, pipe: Any, item_id: str, planned: list[PlannedStep], batch_id: str) -> None:
-        if planned[0].link is not None:
-            write_chain(pipe, self.store, item_id, planned, batch_id)
-            return
-        sub = planned[0].submission
-        record = {"prompt": sub.prompt, "sizes": sub.sizes, "parameters": sub.parameters}
-        self.store.add_job(pipe, item_id, sub.operation.name, planned[0].queue, sub.image_bytes, record, batch_id)
 
     def _publish(self, batch_id: str, firsts: list[PlannedStep]) -> None:
         """Send every item's (first) message over one connection; if the broker fails midway, the batch
@@ -115,7 +109,7 @@ class BatchSubmitter:
         try:
             with self.celery.producer_or_acquire() as producer:
                 for first in firsts:
-                    send_first(self.celery, first, batched=True, producer=producer)
+                    send_first(self.celery, first, producer=producer)
         except Exception as exc:
             # With Redis away too, the reconciler sends what is queued without a message.
             with contextlib.suppress(Exception):

@@ -11,29 +11,33 @@ import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from celery import Celery
 
-from jobs.errors import JobNotFound, ServiceUnavailable, redis_reachable
+from jobs.errors import JobNotFound, redis_reachable
 from jobs.status import ChainStepStatus, JobStatus, summarise_chain, webhook_report
 from pipelines.chain_validation import ChainStep, validate_then
 from pipelines.validation import InvalidSubmission, Submission, validate_submission
 from settings import Settings
 from tasks.celery_app import TASK_NAME, queue_for
 from tasks.states import JobState
-from tasks.store import BATCH_PRIORITY, CHAINS, ChainLink, JobStore, chain_key
+from tasks.store import CHAINS, ChainLink, JobMeta, JobStore, chain_key, level_for
 
 
 @dataclass(frozen=True)
 class PlannedStep:
-    """A job about to be stored: alone (``link`` None) or as a step of a chain."""
+    """A job about to be stored: alone (``link`` None) or as a step of a chain, at ``level`` in its queue."""
 
     job_id: str
     queue: str
     submission: Submission
     link: ChainLink | None = None
+    level: int = 0
+
+
+Plan = tuple[str, list[PlannedStep]]  # (the task id a client gets, the jobs behind it: one, or a chain's steps)
 
 
 def plan_job(submission: Submission, settings: Settings) -> PlannedStep:
@@ -42,52 +46,98 @@ def plan_job(submission: Submission, settings: Settings) -> PlannedStep:
     return PlannedStep(str(uuid.uuid4()), queue, submission)
 
 
-def plan_chain(first: Submission, steps: Sequence[ChainStep], settings: Settings) -> tuple[str, list[PlannedStep]]:
-    """A new chain id and its steps' ids, queues and links (step 1 first)."""
+def plan(first: Submission, steps: Sequence[ChainStep], settings: Settings) -> Plan:
+    """A job, or a chain when there are ``steps``: a new chain id and its steps' ids, queues and links."""
+    if not steps:
+        job = plan_job(first, settings)
+        return job.job_id, [job]
     chain_id = str(uuid.uuid4())
     total = len(steps) + 1
-    planned = [PlannedStep(str(uuid.uuid4()), "", first, ChainLink(chain_id, 1, None, total))]
-    planned += [
-        PlannedStep(str(uuid.uuid4()), "", step.submission, ChainLink(chain_id, index, step.input, total))
-        for index, step in enumerate(steps, start=2)
-    ]
+    submissions = [(first, None), *((step.submission, step.input) for step in steps)]
     return chain_id, [
         PlannedStep(
-            step.job_id,
-            queue_for(step.submission.operation.name, settings, step.submission.parameters),
-            step.submission,
-            step.link,
+            str(uuid.uuid4()),
+            queue_for(sub.operation.name, settings, sub.parameters),
+            sub,
+            ChainLink(chain_id, index, awaits, total),
         )
-        for step in planned
+        for index, (sub, awaits) in enumerate(submissions, start=1)
     ]
 
 
-def write_chain(pipe: Any, store: JobStore, chain_id: str, steps: Sequence[PlannedStep], batch_id: str | None) -> None:
-    """Add to ``pipe`` the writes that create the chain: every step's job (only the first queued) and
-    the chain's record."""
+def place(store: JobStore, plans: list[Plan], owner: str | None, batched: bool) -> list[Plan]:
+    """The plans with their levels: the n-th new job of an owner in a queue where it already has k
+    waiting goes to level k + n of its lane (single jobs or batch items), so owners take turns. A
+    chain's later steps go at the top of their lane: they carry on work already started."""
+    ahead: dict[str, int] = {}
+    placed = []
+    for item_id, steps in plans:
+        first = steps[0]
+        if first.queue not in ahead:
+            ahead[first.queue] = store.waiting_of(owner, first.queue, batched) if owner else 0
+        level = level_for(ahead[first.queue], batched)
+        ahead[first.queue] += 1
+        top = level_for(0, batched)
+        placed.append(
+            (item_id, [replace(step, level=level if index == 0 else top) for index, step in enumerate(steps)])
+        )
+    return placed
+
+
+def write_plan(pipe: Any, store: JobStore, planned: Plan, owner: str | None, batch_id: str | None) -> None:
+    """Add to ``pipe`` the writes that create the plan's jobs (a chain: only its first step queued, and
+    the chain's record)."""
+    item_id, steps = planned
     for step in steps:
         sub = step.submission
         record = {"prompt": sub.prompt, "sizes": sub.sizes, "parameters": sub.parameters}
-        store.add_job(pipe, step.job_id, sub.operation.name, step.queue, sub.image_bytes, record, batch_id, step.link)
+        meta = JobMeta(owner=owner, level=step.level, batch_id=batch_id, link=step.link)
+        store.add_job(pipe, step.job_id, sub.operation.name, step.queue, sub.image_bytes, record, meta)
+    if steps[0].link is None:
+        return
     now = time.time()
     chain: dict[str, Any] = {"ids": json.dumps([step.job_id for step in steps]), "created": now}
-    if batch_id is not None:
-        chain["batch"] = batch_id
-    pipe.hset(chain_key(chain_id), mapping=chain)
-    pipe.expire(chain_key(chain_id), store.ttl)
-    pipe.zadd(CHAINS, {chain_id: now})
+    chain |= {key: value for key, value in (("batch", batch_id), ("owner", owner)) if value is not None}
+    pipe.hset(chain_key(item_id), mapping=chain)
+    pipe.expire(chain_key(item_id), store.ttl)
+    pipe.zadd(CHAINS, {item_id: now})
 
 
-def send_first(celery: Celery, step: PlannedStep, batched: bool, producer: Any = None) -> None:
+def send_first(celery: Celery, step: PlannedStep, producer: Any = None) -> None:
+    """Send the message of a plan's first job, at its level."""
     sub = step.submission
     celery.send_task(
         TASK_NAME,
         kwargs={"task_type": sub.operation.name, "parameters": sub.parameters, "prompt": sub.prompt},
         task_id=step.job_id,
         queue=step.queue,
-        priority=BATCH_PRIORITY if batched else None,
+        priority=step.level or None,
         producer=producer,
     )
+
+
+def submitted(planned: Plan) -> JobStatus:
+    """A new job's (or chain's) status, as its submit answers it."""
+    item_id, steps = planned
+    first = steps[0]
+    task_type = first.submission.operation.name
+    status = JobStatus(
+        task_id=item_id,
+        status=JobState.PENDING,
+        progress=0,
+        message=f"{task_type} task submitted successfully",
+        result_available=False,
+        task_type=task_type,
+        queue=first.queue,
+    )
+    if first.link is None:
+        return status
+    names = " → ".join(step.submission.operation.name for step in steps)
+    summary = [
+        ChainStepStatus(task_id=step.job_id, task_type=step.submission.operation.name, status=JobState.PENDING)
+        for step in steps
+    ]
+    return status.model_copy(update={"message": f"{names} chain submitted successfully", "step": 1, "steps": summary})
 
 
 def validated(
@@ -110,40 +160,6 @@ def validated(
     if details or first is None:
         raise InvalidSubmission(details)
     return first, steps
-
-
-def enqueue_chain(
-    settings: Settings, celery: Celery, store: JobStore, first: Submission, steps: list[ChainStep]
-) -> JobStatus:
-    """Store a chain's steps and send its first: the chain's status as submitted."""
-    chain_id, planned = plan_chain(first, steps, settings)
-    with redis_reachable():
-        pipe = store.redis.pipeline(transaction=True)
-        write_chain(pipe, store, chain_id, planned, None)
-        pipe.execute()
-    try:
-        send_first(celery, planned[0], batched=False)
-    except Exception as exc:
-        with redis_reachable():
-            for step in planned:
-                store.delete(step.job_id, step.queue)
-            store.redis.delete(chain_key(chain_id))
-        raise ServiceUnavailable(f"Could not enqueue the chain: the broker is unreachable ({exc})") from exc
-    names = " → ".join(step.submission.operation.name for step in planned)
-    return JobStatus(
-        task_id=chain_id,
-        status=JobState.PENDING,
-        progress=0,
-        message=f"{names} chain submitted successfully",
-        result_available=False,
-        task_type=first.operation.name,
-        queue=planned[0].queue,
-        step=1,
-        steps=[
-            ChainStepStatus(task_id=step.job_id, task_type=step.submission.operation.name, status=JobState.PENDING)
-            for step in planned
-        ],
-    )
 
 
 class ChainTracker:

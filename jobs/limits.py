@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from jobs.errors import RateLimited, redis_reachable
 from settings import Settings
@@ -24,17 +25,31 @@ def requester(user: str | None, headers: Mapping[str, str], peer: str | None, se
     return "ip:" + (peer or "unknown")
 
 
+@dataclass(frozen=True)
+class RateWindow:
+    """A client's rate-limit window after a submission: what ``RateLimit-*`` headers tell."""
+
+    limit: int
+    remaining: int
+    reset: int  # seconds until the window starts anew
+
+    def headers(self) -> dict[str, str]:
+        return {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(self.remaining),
+                "RateLimit-Reset": str(self.reset)}  # fmt: skip
+
+
 class RateLimiter:
     """A fixed window of submissions per client, shared by every web process through Redis."""
 
     def __init__(self, store: JobStore, settings: Settings) -> None:
         self.store, self.settings = store, settings
 
-    def admit(self, client: str) -> None:
-        """Count one submission of ``client``; :class:`RateLimited` when over the limit."""
+    def admit(self, client: str) -> RateWindow | None:
+        """Count one submission of ``client``; :class:`RateLimited` when over the limit. The window
+        after this submission, or None without a limit."""
         window = self.settings.rate_window
         if window is None:
-            return
+            return None
         allowed, seconds = window
         with redis_reachable():
             count, left = self.store.submissions.count(client, seconds)
@@ -45,3 +60,4 @@ class RateLimiter:
                 f"try again in {retry_after} s",
                 retry_after,
             )
+        return RateWindow(limit=allowed, remaining=max(0, allowed - count), reset=max(1, math.ceil(left)))

@@ -32,13 +32,13 @@ from tasks.chains import history, reconcile_chains, send_next
 from tasks.shutdown import handing_back, remember_stop_timeout
 from tasks.states import JobState
 from tasks.store import (
-    BATCH_PRIORITY,
     RECONCILER_LOCK,
     JobStore,
     connect,
     input_key,
     job_key,
     output_key,
+    record_level,
 )
 
 log = logging.getLogger(__name__)
@@ -375,7 +375,7 @@ def send_again(celery: Any, job_id: str, record: dict[str, str]) -> None:
         "parameters": json.loads(record.get("parameters", "{}")),
         "prompt": json.loads(record.get("prompt", "null")),
     }
-    priority = BATCH_PRIORITY if record.get("batch") else None  # a batch item stays behind single jobs
+    priority = record_level(record) or None  # its place in the owners' turns and behind single jobs
     celery.send_task(TASK_NAME, kwargs=kwargs, task_id=job_id, queue=record["queue"], priority=priority)
 
 

@@ -80,6 +80,26 @@ return 'OK'
 
 
 @dataclass(frozen=True)
+class JobMeta:
+    """Where a new job belongs: its owner, its level in its queue, its batch, its place in a chain."""
+
+    owner: str | None = None
+    level: int = 0
+    batch_id: str | None = None
+    link: ChainLink | None = None
+
+    def fields(self) -> dict[str, str | float]:
+        fields: dict[str, str | float] = {}
+        if self.owner is not None:
+            fields["owner"] = self.owner
+        if self.batch_id is not None:
+            fields["batch"] = self.batch_id
+        if self.link is not None:
+            fields |= self.link.fields()
+        return fields
+
+
+@dataclass(frozen=True)
 class ChainLink:
     """A job's place in a chain: step ``step`` (1-based) of ``of`` in ``chain``; ``awaits`` names the
     input the previous step's output fills (None for the first step)."""
@@ -123,6 +143,10 @@ def chain_key(chain_id: str) -> str:
 CHAINS = f"{PREFIX}:chains"  # chain id → created, while the chain may still need a step sent
 
 
+def owner_queued_key(queue: str, owner: str, batched: bool) -> str:
+    return f"{PREFIX}:waiting:{queue}:{'batch' if batched else 'single'}:{owner}"
+
+
 def rate_key(client: str) -> str:
     return f"{PREFIX}:rate:{client}"
 
@@ -140,13 +164,16 @@ PROCESSES = f"{PREFIX}:worker-processes"  # "host#pid" of each worker main proce
 RECONCILER_LOCK = f"{PREFIX}:reconciler"
 UNSENT = f"{PREFIX}:unsent"  # job id → when the reconciler first found its message nowhere in Redis
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis transport's own keys
-# kombu's Redis transport keeps a queue in one list per priority step: "cpu", "cpu\x06\x163", ...
-# and a worker pops from them in that order (0 first). Batch items go out at BATCH_PRIORITY, so a
-# single job never waits behind a batch for more than the item each worker process is running.
-PRIORITY_SEP, PRIORITY_STEPS = "\x06\x16", (0, 3, 6, 9)
-BATCH_PRIORITY = 9
-# Queue order (the queued sets' scores): single jobs by submit time, then batch items by submit time.
-BATCH_LANE = 1e10
+# kombu's Redis transport keeps a queue in one list per priority ("cpu", "cpu\x06\x161", ... "cpu\x06\x169")
+# and a worker pops from them in that order (0 first). The order of a queue lives there, in Redis:
+# a job's priority (its "level") is how many jobs its owner already has waiting in that queue, so
+# owners take turns (one owner's 300 waiting jobs hold another's new job back by one job per worker
+# process at most); single jobs take levels 0-6 and batch items 7-9, so batch items never hold up a
+# single job. Past the last level of its lane a job waits in submit order.
+PRIORITY_SEP, PRIORITY_STEPS = "\x06\x16", tuple(range(10))
+SINGLE_LEVELS, BATCH_LEVELS = (0, 6), (7, 9)
+BATCH_PRIORITY = BATCH_LEVELS[0]  # a batch item's level when its owner has none waiting
+LEVEL_SPAN = 1e10  # the queued sets' scores: level × LEVEL_SPAN + submit time, the order workers take them in
 
 
 def broker_lists(queue: str) -> list[str]:
@@ -160,22 +187,35 @@ def broker_list(queue: str, priority: int) -> str:
     return queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}"
 
 
+def level_for(waiting: int, batched: bool) -> int:
+    """The level of a job whose owner has ``waiting`` jobs of its lane waiting in its queue already."""
+    first, last = BATCH_LEVELS if batched else SINGLE_LEVELS
+    return min(first + max(0, waiting), last)
+
+
+def record_level(record: dict[str, str]) -> int:
+    """A job's level from its record (older records: their lane's first)."""
+    if "level" in record:
+        return int(record["level"])
+    return BATCH_LEVELS[0] if "batch" in record else SINGLE_LEVELS[0]
+
+
+def queue_score(created: float, level: int) -> float:
+    """A queued job's score in its queue's order (what ``zrank`` reads as its position)."""
+    return level * LEVEL_SPAN + created
+
+
+def queued_before(pipe: Any, queue: str, cutoff: float) -> None:
+    """Add to ``pipe`` the reads of ``queue``'s jobs queued before ``cutoff``, at every level."""
+    for level in PRIORITY_STEPS:
+        pipe.zrangebyscore(queued_key(queue), level * LEVEL_SPAN, level * LEVEL_SPAN + cutoff)
+
+
 def message_priority(message: Any) -> int:
     try:
         return int(message["properties"]["priority"])
     except (KeyError, TypeError, ValueError):
         return 0
-
-
-def queue_score(created: float, batched: bool) -> float:
-    """A queued job's score in its queue's order: batch items after every single job."""
-    return created + (BATCH_LANE if batched else 0.0)
-
-
-def queued_before(pipe: Any, queue: str, cutoff: float) -> None:
-    """Add to ``pipe`` the reads of ``queue``'s jobs queued before ``cutoff``, single and batched."""
-    pipe.zrangebyscore(queued_key(queue), "-inf", cutoff)
-    pipe.zrangebyscore(queued_key(queue), BATCH_LANE, BATCH_LANE + cutoff)
 
 
 def message_job_id(message: Any) -> str | None:
@@ -233,8 +273,9 @@ class QueueRecovery:
         pipe.execute()
 
     def _original_place(self, job_id: str) -> float:
-        created, batch = self.redis.hmget(job_key(job_id), "created", "batch")
-        return queue_score(float(created or time.time()), batch is not None)
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(job_key(job_id)))
+        record = {key.decode(): value.decode() for key, value in raw.items()}
+        return queue_score(float(record.get("created") or time.time()), record_level(record))
 
     def restore_unstarted(self, older_than: float) -> list[str]:
         """Put back in their queue the messages a worker fetched but never started.
@@ -351,11 +392,12 @@ class JobStore(QueueRecovery):
         queue: str,
         images: dict[str, bytes],
         record: dict[str, Any],
-        batch_id: str | None = None,
-        link: ChainLink | None = None,
+        meta: JobMeta | None = None,
     ) -> None:
-        """Add to ``pipe`` the writes that create a queued job (an item of ``batch_id``, if given; a
-        step of a chain with ``link``: a step after the first waits, unqueued, for its input)."""
+        """Add to ``pipe`` the writes that create a job: queued at its level, unless it is a chain's later
+        step (it waits, unqueued, for its input); an item of a batch, a step of a chain, its owner's."""
+        meta = meta or JobMeta()
+        link = meta.link
         now = time.time()
         for field, data in images.items():
             pipe.set(input_key(job_id, field), data, ex=self.ttl)
@@ -363,19 +405,30 @@ class JobStore(QueueRecovery):
             "task_type": task_type,
             "queue": queue,
             "created": now,
+            "level": meta.level,
             "inputs": json.dumps(sorted({*images, *([link.awaits] if link and link.awaits else [])})),
             **{key: json.dumps(value) for key, value in record.items()},
+            **meta.fields(),
         }
-        if batch_id is not None:
-            fields["batch"] = batch_id
-        if link is not None:
-            fields |= link.fields()
         pipe.hset(job_key(job_id), mapping=cast(Any, fields))  # redis-py types keys invariantly
         pipe.expire(job_key(job_id), self.ttl)
         if link is None or link.awaits is None:
-            pipe.zadd(queued_key(queue), {job_id: queue_score(now, batch_id is not None)})
-        for lane in (0.0, BATCH_LANE):  # jobs that expired queued
-            pipe.zremrangebyscore(queued_key(queue), lane, lane + now - self.ttl)
+            pipe.zadd(queued_key(queue), {job_id: queue_score(now, meta.level)})
+            if meta.owner is not None:  # what the owner has waiting: the next job's level
+                lane = owner_queued_key(queue, meta.owner, meta.batch_id is not None)
+                pipe.zadd(lane, {job_id: now})
+                pipe.expire(lane, self.ttl)
+        for level in PRIORITY_STEPS:  # jobs that expired queued
+            pipe.zremrangebyscore(queued_key(queue), level * LEVEL_SPAN, level * LEVEL_SPAN + now - self.ttl)
+
+    def waiting_of(self, owner: str, queue: str, batched: bool) -> int:
+        """How many jobs of ``owner``'s lane wait in ``queue`` now (the others are forgotten)."""
+        lane = owner_queued_key(queue, owner, batched)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zinterstore(lane, {lane: 1, queued_key(queue): 0})
+        pipe.zcard(lane)
+        pipe.expire(lane, self.ttl)
+        return int(pipe.execute()[1])
 
     def delete(self, job_id: str, queue: str) -> None:
         keys = [job_key(job_id), output_key(job_id), *self._input_keys(job_id)]
@@ -482,7 +535,7 @@ class JobStore(QueueRecovery):
         caller that must now send its message; else why not ('SENT', 'ENDED', 'EXPIRED', 'NO_OUTPUT')."""
         keys = [job_key(previous), output_key(previous), job_key(job_id), input_key(job_id, record["awaits"]),
                 queued_key(record["queue"])]  # fmt: skip
-        score = queue_score(float(record["created"]), "batch" in record)
+        score = queue_score(float(record["created"]), record_level(record))
         return cast(bytes, self._advance(keys=keys, args=[score, self.ttl, job_id])).decode()
 
     def dequeue(self, job_id: str, queue: str) -> None:

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from access import checked_user
 from api.body import parse_submission
-from api.deps import AppSettings, Jobs
+from api.deps import AppSettings, CallerOf, Jobs
 from api.errors import invalid
 from api.events import MEDIA_TYPE, stream
 from api.schemas import (
@@ -25,9 +25,11 @@ from api.schemas import (
     StatusResponse,
     SubmitRequest,
     SubmitResponse,
+    TaskList,
 )
-from api.submitting import SUBMIT_HEADERS, job_end, submit_once, waited
+from api.submitting import SUBMIT_HEADERS, job_end, note_rate_window, submit_once, waited
 from jobs import WAIT_MAX
+from jobs.owners import MAX_LIST
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -66,18 +68,23 @@ def _seconds(text: str) -> float:
         },
     },
 )
-async def submit_task(request: Request, jobs: Jobs, settings: AppSettings) -> Any:
+async def submit_task(request: Request, jobs: Jobs, settings: AppSettings, caller: CallerOf) -> Any:
     """Submit a job. JSON with base64 images, or multipart with image files."""
     # Before reading the body: a client over its limit costs one Redis call.
-    jobs.admit(checked_user(request.scope), request.headers, request.client.host if request.client else None)
+    note_rate_window(
+        request,
+        jobs.admit(checked_user(request.scope), request.headers, request.client.host if request.client else None),
+    )
     fields, files = await parse_submission(request, settings.max_upload_bytes)
 
     def submit() -> dict[str, Any]:  # in a thread: validation decodes some images
-        status = jobs.submit(fields, files)
+        status = jobs.submit(fields, files, caller)
         return {"task_id": status.task_id, "status": status.status, "message": status.message}
 
     answer = await submit_once(request, jobs, (fields, files), submit)
-    return await waited(request, answer, lambda seconds: job_end(request, jobs, answer.body["task_id"], seconds))
+    return await waited(
+        request, answer, lambda seconds: job_end(request, jobs, answer.body["task_id"], seconds, caller)
+    )
 
 
 @router.get(
@@ -94,6 +101,7 @@ async def task_status(
     request: Request,
     task_id: str,
     jobs: Jobs,
+    caller: CallerOf,
     wait: str | None = Query(
         default=None,
         description=f"Seconds, a number from 0 to {WAIT_MAX:g}: answer at the job's next change "
@@ -116,7 +124,9 @@ async def task_status(
     async def gone() -> bool:  # the client left, or the server is shutting down
         return bool(request.app.state.stopping()) or await request.is_disconnected()
 
-    status = await (jobs.watch(task_id, seconds, gone) if seconds else run_in_threadpool(jobs.status, task_id))
+    status = await (
+        jobs.watch(task_id, seconds, gone, caller) if seconds else run_in_threadpool(jobs.status, task_id, caller)
+    )
     # A response, not the model: the model above documents it, without re-validating every poll.
     return JSONResponse(status.as_dict())
 
@@ -132,11 +142,11 @@ async def task_status(
         409: {"model": ErrorResponse, "description": "Not finished, failed or cancelled"},
     },
 )
-def task_result(task_id: str, jobs: Jobs, format: str = "json") -> Any:
+def task_result(task_id: str, jobs: Jobs, caller: CallerOf, format: str = "json") -> Any:
     """The finished image: JSON with base64 PNG, or the PNG bytes with ``?format=png``."""
     if format not in ("json", "png"):
         return invalid({"format": [f"format must be json or png, got {format!r}"]})
-    status, result, png = jobs.result(task_id)
+    status, result, png = jobs.result(task_id, caller)
     if format == "png":
         return Response(png, media_type="image/png")
     job_result: dict[str, Any] = {
@@ -163,9 +173,9 @@ def task_result(task_id: str, jobs: Jobs, format: str = "json") -> Any:
         409: {"model": ErrorResponse, "description": "Already finished; result kept"},
     },
 )
-def cancel_task(task_id: str, jobs: Jobs) -> Any:
+def cancel_task(task_id: str, jobs: Jobs, caller: CallerOf) -> Any:
     """Cancel a queued job, or stop a running one at its next step."""
-    status = jobs.cancel(task_id)
+    status = jobs.cancel(task_id, caller)
     return {"task_id": status.task_id, "status": status.status, "message": "Task cancelled"}
 
 
@@ -186,13 +196,14 @@ async def task_events(
     request: Request,
     task_id: str,
     jobs: Jobs,
+    caller: CallerOf,
     last_event_id: str | None = Header(
         default=None, alias="Last-Event-ID", description="Resume: ids go on from this one"
     ),
 ) -> Any:
     """The job's status as a Server-Sent Events stream: one event per change (its place in the queue,
     progress and message, the end), woken by the same notifications as ``?wait=``."""
-    first = await run_in_threadpool(jobs.status, task_id)
+    first = await run_in_threadpool(jobs.status, task_id, caller)
 
     async def gone() -> bool:
         return bool(request.app.state.stopping()) or await request.is_disconnected()
@@ -202,3 +213,19 @@ async def task_events(
         return status.as_dict(), status.finished
 
     return stream(request, (first.as_dict(), first.finished), next_change)
+
+
+@router.get("/", response_model=TaskList, responses={**UNAVAILABLE, 400: {"model": ErrorResponse}})
+def list_tasks(
+    jobs: Jobs,
+    caller: CallerOf,
+    limit: int = Query(default=50, ge=1, le=MAX_LIST, description="Entries per page"),
+    cursor: str | None = Query(default=None, description="next_cursor of the page before"),
+) -> Any:
+    """The caller's jobs, chains and batch items still within the TTL, newest first (with access control
+    off, or for an admin: everyone's), a page at a time."""
+    try:
+        tasks, next_cursor = jobs.history(caller, limit, cursor)
+    except ValueError as exc:
+        return invalid({"cursor": [str(exc)]})
+    return JSONResponse({"tasks": tasks, "next_cursor": next_cursor})

@@ -16,13 +16,18 @@ from PIL import Image, ImageDraw
 from pipelines.background_removal import rembg_home
 from pipelines.face_swap import insightface_root
 from settings import get_settings
-from tasks.store import BATCH_PRIORITY, broker_list, job_key
+from tasks.store import BATCH_LEVELS, broker_list, job_key
 from tests.conftest import b64, png_bytes
 from tests.integration.conftest import FINISHED, Api
 from tests.integration.test_jobs import SMALL, steps_job
 from tests.support.operations import executions_key
 from tests.support.stack import job_ids, settle, wait_until
 from tests.support.tiny_onnx import build_insightface_models, build_rembg_models, draw_faces
+
+
+def batch_waiting(db: Any, queue: str = "cpu") -> int:
+    """Messages waiting in the queue's batch levels."""
+    return sum(int(db.llen(broker_list(queue, level))) for level in range(BATCH_LEVELS[0], BATCH_LEVELS[1] + 1))
 
 
 def submit_batch(api: Api, body: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +231,7 @@ def test_hostile_archives_are_refused_with_nothing_enqueued(api: Api, redis_clie
 
 def test_a_bad_item_refuses_the_whole_batch_naming_it(api: Api, redis_client: Any) -> None:
     settle(redis_client)
-    before, waiting = job_ids(redis_client), redis_client.llen(broker_list("cpu", BATCH_PRIORITY))
+    before, waiting = job_ids(redis_client), batch_waiting(redis_client)
     good = {"image": b64(SMALL)}
     cases = [
         ({"items": [good, good, good, {"image": "%%%"}]}, {"items[3].image": ["image is not valid base64"]}),
@@ -253,7 +258,7 @@ def test_a_bad_item_refuses_the_whole_batch_naming_it(api: Api, redis_client: An
     unknown = api.http.post("/api/v1/batches/", json={"task_type": "paint", "items": [good]})
     assert unknown.status_code == 400 and "task_type" in unknown.json()["details"]
     assert job_ids(redis_client) == before
-    assert redis_client.llen(broker_list("cpu", BATCH_PRIORITY)) == waiting
+    assert batch_waiting(redis_client) == waiting
 
 
 def test_unknown_batch_ids_are_404(api: Api) -> None:
@@ -331,7 +336,11 @@ def test_a_batch_item_is_sent_at_the_batch_priority(api: Api, redis_client: Any,
     answer = submit_batch(
         api, {"task_type": "test_steps", "parameters": {"steps": 1, "delay": 0}, "items": [{"image": b64(SMALL)}]}
     )
-    waiting = [json.loads(raw) for raw in redis_client.lrange(broker_list("cpu", BATCH_PRIORITY), 0, -1)]
+    waiting = [
+        json.loads(raw)
+        for level in range(BATCH_LEVELS[0], BATCH_LEVELS[1] + 1)
+        for raw in redis_client.lrange(broker_list("cpu", level), 0, -1)
+    ]
     assert answer["task_ids"][0] in {message["headers"]["id"] for message in waiting}
     assert all(base64.b64decode(message["body"]) for message in waiting)  # ids and parameters only
     single = api.submit(steps_job(steps=1, delay=0))

@@ -194,13 +194,13 @@ def test_a_chain_whose_worker_died_between_two_steps_goes_on(api: Api, redis_cli
     """Step 1 succeeded and stored its output, and its worker died before sending step 2: the
     reconciler sends it (once) a few seconds later."""
     from jobs import get_client
-    from jobs.chains import plan_chain, validated, write_chain
+    from jobs.chains import plan, validated, write_plan
 
     client = get_client()
     first, then = validated(steps("chain-stalled", count=2), {}, 10_000_000)
-    chain_id, planned = plan_chain(first, then, client.settings)
+    chain_id, planned = plan(first, then, client.settings)
     pipe = redis_client.pipeline(transaction=True)
-    write_chain(pipe, client.store, chain_id, planned, None)
+    write_plan(pipe, client.store, (chain_id, planned), None, None)
     pipe.execute()
     step1 = planned[0].job_id
     client.store.dequeue(step1, "cpu")  # as if it ran: an outcome, an output, a time it ended

@@ -10,10 +10,9 @@ from typing import Any
 
 import httpx
 
-from tasks.store import BATCH_PRIORITY, broker_list
 from tests.conftest import b64
 from tests.integration.conftest import Api
-from tests.integration.test_batches import wait_batch
+from tests.integration.test_batches import batch_waiting, wait_batch
 from tests.integration.test_jobs import SMALL, steps_job
 from tests.support.operations import executions_key
 from tests.support.stack import job_ids, settle
@@ -134,12 +133,12 @@ def test_two_identical_submits_at_once_make_one_job(api: Api, redis_client: Any)
 
 def test_an_idempotent_batch_and_a_refused_submit_frees_its_key(api: Api, redis_client: Any) -> None:
     body = {"task_type": "test_steps", "parameters": {"steps": 1, "delay": 0}, "items": [{"image": b64(SMALL)}]}
-    waiting = redis_client.llen(broker_list("cpu", BATCH_PRIORITY))
+    waiting = batch_waiting(redis_client)
     first = api.http.post("/api/v1/batches/", json=body, headers={"Idempotency-Key": "batch-7"})
     again = api.http.post("/api/v1/batches/", json=body, headers={"Idempotency-Key": "batch-7"})
     assert first.status_code == 202 and again.status_code == 200 and again.json() == first.json()
     wait_batch(api, first.json()["batch_id"])
-    assert redis_client.llen(broker_list("cpu", BATCH_PRIORITY)) <= waiting
+    assert batch_waiting(redis_client) <= waiting
     bad = api.http.post("/api/v1/tasks/submit/", json={"task_type": "test_steps"}, headers={"Idempotency-Key": "k-9"})
     assert bad.status_code == 400  # nothing accepted: the key stays free for the corrected submit
     good = api.http.post("/api/v1/tasks/submit/", json=steps_job(steps=1, delay=0), headers={"Idempotency-Key": "k-9"})

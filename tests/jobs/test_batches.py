@@ -14,7 +14,7 @@ from jobs.status import BatchItemStatus, summarise_batch
 from pipelines.batch_validation import validate_batch
 from pipelines.validation import InvalidSubmission
 from tasks.states import JobState
-from tasks.store import BATCH_LANE, broker_list, queue_score
+from tasks.store import LEVEL_SPAN, broker_list, level_for, queue_score
 
 
 def png(size: tuple[int, int] = (8, 8)) -> bytes:
@@ -119,11 +119,14 @@ def test_batch_progress_runs_over_all_items_and_reaches_100_only_at_the_end() ->
     assert done.progress == 100 and done.message == "1 of 2 done · 1 failed"
 
 
-def test_batch_items_queue_after_single_jobs() -> None:
-    assert queue_score(2_000_000_000.0, False) < queue_score(1_000_000_000.0, True)
-    assert queue_score(5.0, True) == BATCH_LANE + 5.0
+def test_owners_take_turns_and_batch_items_queue_after_single_jobs() -> None:
+    assert [level_for(waiting, batched=False) for waiting in (0, 1, 5, 6, 300)] == [0, 1, 5, 6, 6]
+    assert [level_for(waiting, batched=True) for waiting in (0, 1, 2, 300)] == [7, 8, 9, 9]
+    last_single, first_item = queue_score(2_000_000_000.0, level_for(300, False)), queue_score(1.0, level_for(0, True))
+    assert last_single < first_item  # a batch item never goes before a single job
+    assert queue_score(5.0, 7) == 7 * LEVEL_SPAN + 5.0
     assert broker_list("cpu", 0) == "cpu" and broker_list("cpu", 9) == "cpu\x06\x169"
-    assert broker_list("gpu", 4) == "gpu\x06\x163"
+    assert broker_list("gpu", 4) == "gpu\x06\x164"
 
 
 def test_batch_validation_names_the_item_and_reports_shared_problems_once() -> None:

@@ -97,7 +97,7 @@ def test_a_batch_item_whose_message_was_lost_is_sent_again_at_the_batch_priority
     import uuid
 
     from jobs import get_client
-    from tasks.store import queue_score, queued_key
+    from tasks.store import BATCH_PRIORITY, JobMeta, queue_score, queued_key
     from tests.conftest import png_bytes
     from tests.reliability.test_lost_in_transit import in_broker
 
@@ -105,9 +105,12 @@ def test_a_batch_item_whose_message_was_lost_is_sent_again_at_the_batch_priority
     job_id, batch_id = str(uuid.uuid4()), str(uuid.uuid4())
     record = {"prompt": "batch-item-lost", "parameters": {"steps": 1, "delay": 0}}
     pipe = redis_client.pipeline(transaction=True)
-    store.add_job(pipe, job_id, "test_steps", "cpu", {"image": png_bytes(SMALL)}, record, batch_id)
+    meta = JobMeta(level=BATCH_PRIORITY, batch_id=batch_id)
+    store.add_job(pipe, job_id, "test_steps", "cpu", {"image": png_bytes(SMALL)}, record, meta)
     pipe.execute()
-    redis_client.zadd(queued_key("cpu"), {job_id: queue_score(time.time() - 60, True)})  # a minute ago, no message
+    redis_client.zadd(
+        queued_key("cpu"), {job_id: queue_score(time.time() - 60, BATCH_PRIORITY)}
+    )  # a minute ago, no message
     assert not in_broker(redis_client, job_id)
     assert api.wait(job_id, timeout=90)["status"] == "SUCCESS"
     assert redis_client.get(executions_key("batch-item-lost")) == b"1"
