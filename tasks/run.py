@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 from celery import Task, shared_task, signals
@@ -282,14 +282,16 @@ def load_job(
 ) -> JobInput:
     """Decode the job's input images from Redis and rebuild its parameters model."""
     fields: list[str] = json.loads(record["inputs"])
-    stored = store.redis.mget([input_key(job_id, field) for field in fields]) if fields else []
+    stored = cast(list[bytes], store.redis.mget([input_key(job_id, field) for field in fields]) if fields else [])
     for field, data in zip(fields, stored, strict=True):
         if data is None:
             raise PipelineError(f"The {field} of this job has expired from storage")
-    # Decoders release the GIL: a photo and its mask decode side by side.
-    with ThreadPoolExecutor(max(1, len(fields))) as pool:
-        decoded = pool.map(lambda data: open_image(data, settings.max_pixels), stored)
-        images = dict(zip(fields, decoded, strict=True))
+    if len(fields) > 1:  # decoders release the GIL: a photo and its mask decode side by side
+        with ThreadPoolExecutor(len(fields)) as pool:
+            decoded = list(pool.map(lambda data: open_image(data, settings.max_pixels), stored))
+    else:  # one image: a thread pool would only cost its start (~1 ms a job)
+        decoded = [open_image(data, settings.max_pixels) for data in stored]
+    images = dict(zip(fields, decoded, strict=True))
     params, errors = validate_parameters(OPERATIONS[record["task_type"]], parameters)
     if errors:
         raise PipelineError(f"Invalid parameters: {errors}")

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from jobs import FINISHED, JobState
 from tests.support.operations import register
-from tests.support.stack import Worker, wait_until
+from tests.support.stack import Worker, wait_until, waiting_messages
 
 register()  # the web side must know test_steps too, to validate its submissions
 
@@ -87,4 +87,4 @@ def busy_cpu(api: Api, photo: Any, redis_client: Any) -> Iterator[str]:
         api.cancel(task_id)
     api.wait(task_id, (JobState.REVOKED,), timeout=60)
     # The broker list, not /healthz: cancelled messages stay there until the worker pops and skips them.
-    wait_until(lambda: redis_client.llen("cpu") == 0, 20, what="cpu queue drained")
+    wait_until(lambda: waiting_messages(redis_client, "cpu") == 0, 20, what="cpu queue drained")

@@ -21,7 +21,7 @@ from tasks.store import input_key, job_key, output_key, queued_key
 from tests.conftest import b64, png_bytes
 from tests.integration.conftest import FINISHED, Api
 from tests.support.operations import executions_key
-from tests.support.stack import job_ids, settle, wait_until
+from tests.support.stack import job_ids, settle, wait_until, waiting_messages
 
 SMALL = Image.new("RGB", (16, 16), (10, 120, 200))
 
@@ -70,7 +70,7 @@ def test_full_flow(api: Api, photo: Image.Image, mask: Image.Image) -> None:
 def test_input_validation(api: Api, redis_client: Any) -> None:
     """Bad input: 400 naming the field, and nothing stored or enqueued."""
     settle(redis_client)
-    keys, queued = job_ids(redis_client), redis_client.llen("gpu") + redis_client.llen("cpu")
+    keys, queued = job_ids(redis_client), waiting_messages(redis_client)
     cases = [
         ({"task_type": "image_generation"}, "prompt", "Prompt is required for image_generation"),
         ({"task_type": "image_generation", "prompt": "x" * 5001}, "prompt", "at most 5000"),
@@ -91,7 +91,7 @@ def test_input_validation(api: Api, redis_client: Any) -> None:
         assert payload["error"] == "Invalid input"
         assert any(words in message for message in payload["details"][field]), payload
     assert job_ids(redis_client) == keys
-    assert redis_client.llen("gpu") + redis_client.llen("cpu") == queued
+    assert waiting_messages(redis_client) == queued
 
 
 def test_cancellation(api: Api, redis_client: Any) -> None:
@@ -154,7 +154,7 @@ def test_queue_position_and_eta(api: Api, redis_client: Any) -> None:
     finally:
         for task_id in [*queued, blocker]:
             api.cancel(task_id)
-    wait_until(lambda: redis_client.llen("cpu") == 0, 20, what="cpu queue drained")
+    wait_until(lambda: waiting_messages(redis_client, "cpu") == 0, 20, what="cpu queue drained")
 
 
 def test_progress_is_published_and_monotonic(api: Api) -> None:

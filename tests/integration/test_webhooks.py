@@ -25,7 +25,7 @@ from tests.conftest import png_bytes
 from tests.integration.conftest import Api
 from tests.integration.test_jobs import SMALL, steps_job
 from tests.support.receiver import Received, Receiver, failing_first, receiving
-from tests.support.stack import RedisServer, Worker, job_ids, wait_until
+from tests.support.stack import RedisServer, Worker, job_ids, wait_until, waiting_messages
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 DELAYS = "0.3,0.3,0.3"  # four attempts in all, quickly
@@ -201,7 +201,7 @@ def test_refused_webhooks_enqueue_nothing(stack: Stack) -> None:
     from api import create_api
 
     api, db = stack.api, stack.db
-    before, queued = job_ids(db), db.llen("cpu")
+    before, queued = job_ids(db), waiting_messages(db, "cpu")
     for url, kind in [("http://10.0.0.1/hook", "private"), ("http://169.254.169.254/", "link-local"),
                       ("http://192.168.1.1:8080/", "private"), ("http://[fe80::1]/", "link-local")]:  # fmt: skip
         response = api.http.post("/api/v1/tasks/submit/", json={**steps_job(steps=1), "webhook": url})
@@ -225,7 +225,7 @@ def test_refused_webhooks_enqueue_nothing(stack: Stack) -> None:
             response = http.post("/api/v1/tasks/submit/", json={**steps_job(steps=1), "webhook": stack.receiver.url})
             assert response.status_code == 400, response.text
             assert message in response.json()["details"]["webhook"][0]
-    assert job_ids(db) == before and db.llen("cpu") == queued and not db.exists(WATCHED)
+    assert job_ids(db) == before and waiting_messages(db, "cpu") == queued and not db.exists(WATCHED)
 
 
 def test_a_claimed_delivery_outlives_its_sender(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from tests.conftest import b64
 from tests.integration.conftest import Api
 from tests.integration.test_jobs import SMALL, steps_job
 from tests.pipelines.test_validation import BAD_INPUTS
-from tests.support.stack import job_ids, settle
+from tests.support.stack import job_ids, settle, waiting_messages
 
 OTHER_HTTP_CASES = [
     # (case, raw body, content type, expected status, field in details or None)
@@ -35,7 +35,7 @@ def untouched(api: Api, redis_client: Any) -> Iterator[None]:
     """Nothing stored, nothing enqueued, and /healthz fine afterwards."""
 
     def snapshot() -> tuple[set[bytes], int]:
-        return job_ids(redis_client), redis_client.llen("cpu") + redis_client.llen("gpu")
+        return job_ids(redis_client), waiting_messages(redis_client)
 
     settle(redis_client)
     before = snapshot()

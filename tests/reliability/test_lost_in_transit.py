@@ -24,7 +24,7 @@ from tests.conftest import png_bytes
 from tests.integration.conftest import Api
 from tests.integration.test_jobs import SMALL, steps_job
 from tests.support.operations import executions_key
-from tests.support.stack import Worker, wait_until
+from tests.support.stack import Worker, wait_until, waiting_messages
 
 
 def in_broker(db: redis.Redis, job_id: str) -> bool:
@@ -123,7 +123,7 @@ def test_jobs_submitted_as_a_worker_is_killed_are_not_lost(redis_url: str, artif
         victim = Worker("cpu", f"victim-{round_}", env={"REDIS_URL": url}, log=log).wait_ready(db)
 
         def idle_in_brpop() -> bool:  # earlier rounds' jobs done: the worker waits on an empty queue
-            idle = db.llen("cpu") == 0 and db.zcard("atelier:running") == 0 and not db.hlen(UNACKED)
+            idle = waiting_messages(db, "cpu") == 0 and db.zcard("atelier:running") == 0 and not db.hlen(UNACKED)
             return idle and any(c.get("cmd") == "brpop" and c.get("db") == "8" for c in db.client_list())
 
         wait_until(idle_in_brpop, 30, what="the worker to block in BRPOP on an empty queue")

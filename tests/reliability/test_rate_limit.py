@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from access import RequireAuth
 from jobs import JobClient, requester
 from settings import Settings
+from tasks.store import broker_lists
 from tests.integration.test_jobs import steps_job
 
 TOKENS = ("a" * 20, "b" * 20)
@@ -37,8 +38,9 @@ def app_for(url: str, **settings: Any) -> tuple[Any, Settings]:
 
 
 def enqueued(db: redis.Redis) -> tuple[int, int]:
-    """(messages in the cpu queue, job records)."""
-    return int(db.llen("cpu")), sum(1 for key in db.scan_iter("atelier:job:*") if key.count(b":") == 2)
+    """(messages in the cpu queue, at every priority, job records)."""
+    messages = sum(int(db.llen(name)) for name in broker_lists("cpu"))
+    return messages, sum(1 for key in db.scan_iter("atelier:job:*") if key.count(b":") == 2)
 
 
 def test_over_the_limit_is_a_429_with_retry_after_and_nothing_enqueued(db: tuple[str, redis.Redis]) -> None:

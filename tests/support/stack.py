@@ -67,6 +67,13 @@ def settle(db: Any, timeout: float = 60) -> None:
 TRANSIENT = {b"atelier:reconciler", b"atelier:unsent", b"unacked_mutex"}
 
 
+def waiting_messages(db: Any, *queues: str) -> int:
+    """Messages waiting in the broker for ``queues`` (default both), at every priority."""
+    from tasks.store import broker_lists
+
+    return sum(int(db.llen(name)) for queue in queues or ("cpu", "gpu") for name in broker_lists(queue))
+
+
 def stable_keys(db: Any) -> set[bytes]:
     return {key for key in db.scan_iter() if key not in TRANSIENT}
 
