@@ -49,6 +49,8 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/run.py $(ARGS)
+	$(PY) benchmarks/batch.py $(BATCH_ARGS)
+	$(PY) benchmarks/teams.py $(TEAMS_ARGS)
 
 # The engines on tiny models: rembg and insightface, LaMa's crop strategy, diffusers steps and overhead.
 bench-engines: install

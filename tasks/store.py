@@ -64,6 +64,21 @@ if chain and redis.call('expire', ARGV[6] .. chain, ARGV[1]) == 1 then
 end
 return 1
 """
+# How many of an owner's jobs (of one lane) still wait in a queue, counted up to ARGV[1]: the levels
+# stop there, so a long queue costs no more than a short one. Jobs that left the queue are forgotten.
+WAITING = """
+local found, start = 0, 0
+while found < tonumber(ARGV[1]) do
+  local ids = redis.call('zrange', KEYS[1], start, start + 15)
+  if #ids == 0 then break end
+  local removed = 0
+  for _, id in ipairs(ids) do
+    if redis.call('zscore', KEYS[2], id) then found = found + 1 else redis.call('zrem', KEYS[1], id); removed = removed + 1 end
+  end
+  start = start + #ids - removed
+end
+return found
+"""
 # A chain's next step, once (its 'waiting' mark is the claim): the previous output becomes its input
 # and it takes its place in its queue's order. The caller then sends its message.
 ADVANCE = """
@@ -375,6 +390,7 @@ class JobStore(QueueRecovery):
         self._touch = client.register_script(TOUCH)
         self._claim_resend = client.register_script(CLAIM_RESEND)
         self._advance = client.register_script(ADVANCE)
+        self._waiting = client.register_script(WAITING)
         self.workers = WorkerRegistry(client)
         self.submissions = SubmissionCounter(client)
 
@@ -422,13 +438,10 @@ class JobStore(QueueRecovery):
             pipe.zremrangebyscore(queued_key(queue), level * LEVEL_SPAN, level * LEVEL_SPAN + now - self.ttl)
 
     def waiting_of(self, owner: str, queue: str, batched: bool) -> int:
-        """How many jobs of ``owner``'s lane wait in ``queue`` now (the others are forgotten)."""
+        """How many jobs of ``owner``'s lane wait in ``queue`` now, as far as the levels go."""
+        first, last = BATCH_LEVELS if batched else SINGLE_LEVELS
         lane = owner_queued_key(queue, owner, batched)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zinterstore(lane, {lane: 1, queued_key(queue): 0})
-        pipe.zcard(lane)
-        pipe.expire(lane, self.ttl)
-        return int(pipe.execute()[1])
+        return int(self._waiting(keys=[lane, queued_key(queue)], args=[last - first + 1]))
 
     def delete(self, job_id: str, queue: str) -> None:
         keys = [job_key(job_id), output_key(job_id), *self._input_keys(job_id)]
