@@ -204,12 +204,14 @@ class BatchTracker:
         batch_id, _, items = self._read(batch_id)
         ids = [job_id for job_id, _ in items]
         with redis_reachable():
-            self.store.redis.hset(batch_key(batch_id), "cancelled", time.time())
             outcomes = {job_id: self.store.claim_outcome(job_id, JobState.REVOKED) for job_id in ids}
             claimed = [job_id for job_id, outcome in outcomes.items() if outcome is None]
+            stopped = 0
             for chain_id in [job_id for job_id, outcome in outcomes.items() if outcome == "EXPIRED"]:
                 with contextlib.suppress(JobNotFound):  # no job record: a chain (or an item that expired)
-                    self.tracker.chains.cancel(chain_id)
+                    stopped += len(self.tracker.chains.cancel(chain_id))
+            if claimed or stopped:  # a batch that had ended already keeps its status
+                self.store.redis.hset(batch_key(batch_id), "cancelled", time.time())
             pipe = self.store.redis.pipeline(transaction=False)
             for job_id in claimed:
                 pipe.hget(job_key(job_id), "queue")

@@ -198,13 +198,12 @@ class ChainTracker:
     def cancel(self, chain_id: str) -> list[str]:
         """Cancel every unfinished step; the ids of those this call cancelled."""
         ids, _ = self.steps(chain_id)
-        with redis_reachable():
-            self.store.redis.hset(chain_key(chain_id), "cancelled", time.time())
         cancelled = []
-        for step_id in ids:
-            record = self.store.record(step_id)
-            if record is None or record.get("outcome"):
-                continue
-            if self.cancel_step(step_id, record):
-                cancelled.append(step_id)
+        with redis_reachable():
+            for step_id in ids:
+                record = self.store.record(step_id)
+                if record is not None and not record.get("outcome") and self.cancel_step(step_id, record):
+                    cancelled.append(step_id)
+            if cancelled:  # a chain that had ended already keeps its status
+                self.store.redis.hset(chain_key(chain_id), "cancelled", time.time())
         return cancelled

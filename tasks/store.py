@@ -73,7 +73,12 @@ while found < tonumber(ARGV[1]) do
   if #ids == 0 then break end
   local removed = 0
   for _, id in ipairs(ids) do
-    if redis.call('zscore', KEYS[2], id) then found = found + 1 else redis.call('zrem', KEYS[1], id); removed = removed + 1 end
+    if redis.call('zscore', KEYS[2], id) then
+      found = found + 1
+    else
+      redis.call('zrem', KEYS[1], id)
+      removed = removed + 1
+    end
   end
   start = start + #ids - removed
 end

@@ -6,12 +6,12 @@ import gradio as gr
 
 from jobs import get_client, operations_by_queue
 from settings import get_settings
-from ui import background, face_swap, generate, object_removal, style, tasks
+from ui import background, batch_api, face_swap, generate, object_removal, style, tasks
 
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", radius_size="md")
 CSS = """
 .tab-wrapper, .tab-container { flex-wrap: nowrap; overflow-x: auto; }
-.checkerboard .result img, .checkerboard .result canvas {
+.checkerboard .result img, .checkerboard .result canvas, .checkerboard .batch-gallery img {
   background-color: #fff;
   background-image: conic-gradient(#d6d6d6 25%, #fff 0 50%, #d6d6d6 0 75%, #fff 0);
   background-size: 20px 20px;
@@ -61,17 +61,26 @@ def build_ui() -> gr.Blocks:
             gr.Markdown("# Atelier\nAn AI image studio · [REST API](/docs)")
             status = gr.HTML(elem_id="atelier-header")
         recent = gr.BrowserState([], storage_key="atelier-recent-jobs")
-        task_ids = {}
+        rendered = {}
         with gr.Tabs():
             for title, task_type, render in TABS:
                 with gr.Tab(title, id=task_type, elem_id=f"tab-{task_type}"):
-                    task_ids[task_type] = render()
+                    rendered[task_type] = render()
             with gr.Tab("Tasks", id="tasks", elem_id="tab-tasks"):
                 table = tasks.render(recent)
-        for task_type, box in task_ids.items():
+        batch_api.render()
+        for task_type, (box, batch) in rendered.items():
             box.change(
                 lambda task_id, rows, task_type=task_type: tasks.remember(task_id, task_type, rows),
                 [box, recent],
+                [recent, table],
+                api_visibility="private",
+            )
+            batch.batch_id.change(
+                lambda batch_id, total, rows, task_type=task_type: tasks.remember(
+                    batch_id, tasks.batch_label(task_type, total), rows
+                ),
+                [batch.batch_id, batch.total, recent],
                 [recent, table],
                 api_visibility="private",
             )

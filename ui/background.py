@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 
 from jobs import background_models
+from ui.batch import BatchSection, files_section
 from ui.common import job_controls
 from ui.endpoints import Submission, endpoints
 
@@ -28,7 +29,7 @@ def submission(
     return {"images": {"image": image}, "parameters": params}
 
 
-def render() -> gr.Textbox:
+def render() -> tuple[gr.Textbox, BatchSection]:
     # The model's default is ATELIER_BACKGROUND_MODEL's, as for a REST job that names none.
     api = endpoints("background_removal", submission, bgcolor="")
     defaults = api.defaults
@@ -47,6 +48,9 @@ def render() -> gr.Textbox:
             bgcolor = gr.Textbox(value=defaults["bgcolor"], visible=False)  # "" = transparent
         with gr.Column(elem_classes="checkerboard"):
             controls = job_controls()
+    inputs = [image, model, matting, bgcolor, only_mask, post_process]
+    with gr.Column(elem_classes="checkerboard"):
+        batch = files_section("background_removal", submission, inputs, replaces=image)
     gr.Examples(EXAMPLES, [image], label="Try")
 
     def chosen_color(use: bool, value: str) -> tuple[dict[str, Any], str]:
@@ -54,6 +58,5 @@ def render() -> gr.Textbox:
 
     fill.change(chosen_color, [fill, color], [color, bgcolor], api_visibility="private")
     color.change(lambda use, value: value if use else "", [fill, color], bgcolor, api_visibility="private")
-    inputs = [image, model, matting, bgcolor, only_mask, post_process]
     controls.wire(api, inputs)
-    return controls.task_id
+    return controls.task_id, batch

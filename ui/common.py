@@ -6,12 +6,13 @@ import asyncio
 import base64
 import contextlib
 import html
+import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import gradio as gr
 
@@ -30,6 +31,7 @@ from jobs import (
 from settings import get_settings
 
 if TYPE_CHECKING:
+    from jobs.owners import Caller
     from ui.endpoints import Endpoints
 
 # Poll fast at first (small jobs finish in milliseconds), then back off: progress stays fresh
@@ -93,8 +95,9 @@ def unreachable() -> gr.Error:
     return gr.Error(UNREACHABLE, title="Service unavailable")
 
 
-def admit(client: JobClient) -> None:
-    """Count a page or Gradio API submission against its client's rate limit, as REST does.
+def _requester() -> tuple[str | None, Mapping[str, str], str | None] | None:
+    """(checked user, headers, peer address) of the page or Gradio API event being served; None when
+    called from a script, not by a client of the page.
 
     The tabs' handlers take no ``gr.Request``; Gradio keeps the event's request in a context
     variable, which ``asyncio.to_thread`` carries into the thread that submits.
@@ -102,10 +105,25 @@ def admit(client: JobClient) -> None:
     from gradio.context import LocalContext
 
     request = LocalContext.request.get(None)
-    if request is not None:  # None: called from a script, not by a client of the page
-        http = request.request  # the HTTP request the event came with: the auth middleware's scope
-        user = checked_user(http.scope) if http is not None else None
-        client.admit(user, request.headers, request.client.host if request.client else None)
+    if request is None:
+        return None
+    http = request.request  # the HTTP request the event came with: the auth middleware's scope
+    user = checked_user(http.scope) if http is not None else None
+    return user, request.headers, request.client.host if request.client else None
+
+
+def admit(client: JobClient) -> None:
+    """Count a page or Gradio API submission against its client's rate limit, as REST does."""
+    requester = _requester()
+    if requester is not None:
+        client.admit(*requester)
+
+
+def caller(client: JobClient) -> Caller | None:
+    """Who the page or Gradio API event comes from, as the job client owns and checks ids by it
+    (with access control on, a batch is its submitter's); None from a script: nothing checked."""
+    requester = _requester()
+    return client.caller(*requester) if requester is not None else None
 
 
 def save_result(task_id: str) -> str:
@@ -120,8 +138,8 @@ def save_result(task_id: str) -> str:
     return publish(f"{task_id}.png", png)
 
 
-def publish(name: str, data: bytes) -> str:
-    """Put ``data`` at ``RESULTS/name`` in one step and return the path.
+def publish(name: str, data: bytes | IO[bytes]) -> str:
+    """Put ``data`` (bytes, or a file to copy from) at ``RESULTS/name`` in one step and return the path.
 
     Gradio hashes a returned file, then copies it into its cache: a file rewritten in place
     (a second viewer of the same job, the next preview) could be copied half-written.
@@ -132,7 +150,10 @@ def publish(name: str, data: bytes) -> str:
     with tempfile.NamedTemporaryFile(dir=RESULTS, prefix=f".{name}.", delete=False) as staging:
         staging_path = Path(staging.name)
         try:
-            staging.write(data)
+            if isinstance(data, bytes):
+                staging.write(data)
+            else:  # a batch's zip: copied in chunks, never whole in memory
+                shutil.copyfileobj(data, staging)
             staging.flush()
             staging_path.chmod(0o644)  # as a plain write would have made it
             staging_path.replace(path)

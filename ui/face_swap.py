@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ui.batch import BatchSection, files_section
 from ui.common import job_controls, unchecked, whole
 from ui.endpoints import Submission, endpoints
 
@@ -16,7 +17,14 @@ def submission(image: str | None, target_image: str | None, face_index: float) -
     return {"images": {"image": image, "target_image": target_image}, "parameters": params}
 
 
-def render() -> gr.Textbox:
+def batch_submission(image: str | None, target_image: str | None, face_index: float) -> Submission:
+    """What a batch of target photos shares: the source face (told once if missing, not per photo)."""
+    if not image:
+        raise gr.Error("Upload the source face first: it goes onto every photo of the batch.", title="No source face")
+    return submission(image, None, face_index)
+
+
+def render() -> tuple[gr.Textbox, BatchSection]:
     api = endpoints("face_swap", submission, face_index=-1)
     with gr.Row():
         with gr.Column():
@@ -37,7 +45,14 @@ def render() -> gr.Textbox:
             )
         with gr.Column():
             controls = job_controls()
-    gr.Examples(EXAMPLES, [source, target, face_index], label="Try")
     inputs = [source, target, face_index]
+    batch = files_section(
+        "face_swap",
+        batch_submission,
+        inputs,
+        item_field="target_image",
+        hint="Choose several target photos: the source face above goes onto each of them.",
+    )
+    gr.Examples(EXAMPLES, [source, target, face_index], label="Try")
     controls.wire(api, inputs)
-    return controls.task_id
+    return controls.task_id, batch

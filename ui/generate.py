@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from ui.batch import BatchSection, prompts_section
 from ui.common import job_controls, unchecked, whole
 from ui.endpoints import Submission, endpoints
 
@@ -48,7 +49,7 @@ def submission(
     return {"prompt": prompt, "images": {}, "parameters": params}
 
 
-def render() -> gr.Textbox:
+def render() -> tuple[gr.Textbox, BatchSection]:
     api = endpoints("image_generation", submission, negative_prompt="", seed=-1)
     defaults = api.defaults
     size_names = {size: name for name, size in SIZES.items()}
@@ -73,10 +74,11 @@ def render() -> gr.Textbox:
                 count = unchecked(gr.Slider(1, 4, value=defaults["num_images"], step=1, label="Images", scale=3))
         with gr.Column():
             controls = job_controls()
-    gr.Examples(EXAMPLES, [prompt, negative], label="Try")
     inputs = [prompt, negative, width, height, steps, guidance, seed, count]
+    batch = prompts_section(submission, inputs)
+    gr.Examples(EXAMPLES, [prompt, negative], label="Try")
 
     size.change(lambda name: SIZES[name], size, [width, height], api_visibility="private")
     dice.click(lambda: random.randint(0, 2**32 - 1), None, seed, api_visibility="private")
     controls.wire(api, inputs)
-    return controls.task_id
+    return controls.task_id, batch

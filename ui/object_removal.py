@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from jobs import engines
+from ui.batch import BatchSection, files_section
 from ui.common import job_controls, unchecked, whole
 from ui.endpoints import Submission, endpoints
 
@@ -18,6 +19,10 @@ EXAMPLES = [
     [{"background": "assets/examples/coffee.jpg", "layers": [], "composite": None}, "assets/examples/coffee_mask.png"]
 ]
 NO_MASK = "Paint over the object to remove with the brush, or upload a mask (white = remove)."
+BATCH_NO_MASK = (
+    "A batch needs one mask for every photo: upload it under “…or upload a mask” (white = remove), "
+    "or paint it over one of the photos in the editor."
+)
 EDITOR_VALUE = (
     'From the API, pass the photo as an image-editor value: {"background": handle_file(path), "layers": [], '
     '"composite": None}, and the mask as the second argument.'
@@ -68,15 +73,31 @@ def images_from(editor: dict[str, Any] | None, mask: str | None) -> dict[str, by
     return {"image": _png(background), "mask": _png(Image.fromarray(painted.astype(np.uint8) * 255))}
 
 
-def submission(image: dict[str, Any] | None, mask: str | None, engine: str, dilate: float) -> Submission:
-    """Remove what is painted on the image editor's layers (and white in `mask`)."""
+def _parameters(engine: str, dilate: float) -> dict[str, Any]:
     params: dict[str, Any] = {"dilate": whole(dilate)}
     if engine and engine != "auto":
         params["engine"] = engine
-    return {"images": images_from(image, mask), "parameters": params}
+    return params
 
 
-def render() -> gr.Textbox:
+def submission(image: dict[str, Any] | None, mask: str | None, engine: str, dilate: float) -> Submission:
+    """Remove what is painted on the image editor's layers (and white in `mask`)."""
+    return {"images": images_from(image, mask), "parameters": _parameters(engine, dilate)}
+
+
+def batch_submission(image: dict[str, Any] | None, mask: str | None, engine: str, dilate: float) -> Submission:
+    """One mask for every photo of a batch: the uploaded mask, or what is painted over the photo in the
+    editor (with the uploaded mask added, as for one job). The photos must be the mask's size."""
+    if isinstance(image, dict) and _open(image.get("background")) is not None:
+        shared = images_from(image, mask)["mask"]
+    elif mask:
+        shared = Path(mask).read_bytes()  # validated by the job system, against each photo
+    else:
+        raise gr.Error(BATCH_NO_MASK, title="No mask")
+    return {"images": {"mask": shared}, "parameters": _parameters(engine, dilate)}
+
+
+def render() -> tuple[gr.Textbox, BatchSection]:
     api = endpoints("object_removal", submission, mask=None, engine="auto")
     with gr.Row():
         with gr.Column():
@@ -104,7 +125,14 @@ def render() -> gr.Textbox:
                 dilate = unchecked(gr.Slider(0, 64, value=api.defaults["dilate"], step=1, label="Grow the mask (px)"))
         with gr.Column():
             controls = job_controls()
-    gr.Examples(EXAMPLES, [editor, mask], label="Try")
     inputs = [editor, mask, engine, dilate]
+    batch = files_section(
+        "object_removal",
+        batch_submission,
+        inputs,
+        hint="Choose several photos of the same size: the one mask above (uploaded, or painted over a photo "
+        "in the editor) is removed from each of them.",
+    )
+    gr.Examples(EXAMPLES, [editor, mask], label="Try")
     controls.wire(api, inputs)
-    return controls.task_id
+    return controls.task_id, batch

@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from jobs import engines, style_presets
+from ui.batch import BatchSection, files_section
 from ui.common import job_controls, unchecked
 from ui.endpoints import Submission, endpoints
 
@@ -30,7 +31,7 @@ def submission(
     return {"images": {"image": image, "style_image": style_image}, "parameters": params}
 
 
-def render() -> gr.Textbox:
+def render() -> tuple[gr.Textbox, BatchSection]:
     presets = style_presets()
     api = endpoints("style_transfer", submission, style="mosaic", style_image=None)
     with gr.Row():
@@ -64,6 +65,8 @@ def render() -> gr.Textbox:
             preserve = gr.Checkbox(api.defaults["preserve_color"], label="Keep the photo's colours")
         with gr.Column():
             controls = job_controls()
+    inputs = [image, style, style_image, strength, engine, preserve]
+    batch = files_section("style_transfer", submission, inputs, replaces=image)
     gr.Examples(EXAMPLES, [image, style], label="Try")
 
     def picked(event: gr.SelectData) -> tuple[str, None]:
@@ -71,6 +74,5 @@ def render() -> gr.Textbox:
 
     gallery.select(picked, None, [style, style_image], api_visibility="private")
     style_image.upload(lambda: "", None, style, api_visibility="private")
-    inputs = [image, style, style_image, strength, engine, preserve]
     controls.wire(api, inputs)
-    return controls.task_id
+    return controls.task_id, batch

@@ -1,4 +1,5 @@
-"""Tasks: look any job up by its id (from a reload, another device or a script), and this browser's recent jobs."""
+"""Tasks: look any job or batch up by its id (from a reload, another device or a script), and this
+browser's recent jobs and batches."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 
 import gradio as gr
 
-from jobs import JobConflict, JobNotFound, ServiceUnavailable, get_client
-from ui.common import error, save_result, unreachable
+from jobs import BatchNotFound, BatchStatus, JobConflict, JobNotFound, JobStatus, ServiceUnavailable, get_client
+from ui.batch import answering, cancel_unfinished, save_archive
+from ui.common import caller, error, save_result, unreachable
 
 RECENT = 20
 
@@ -63,7 +65,54 @@ def cancel_task(task_id: str) -> dict[str, Any]:
         ) from None
 
 
+def _find(task_id: str) -> JobStatus | BatchStatus:
+    """The job with this id, else the batch: the Tasks tab's buttons take either."""
+    client = get_client()
+    try:
+        try:
+            return client.status(task_id)
+        except JobNotFound:
+            return client.batch_status(task_id, caller(client))
+    except BatchNotFound:
+        raise error(
+            f"Task not found: {task_id} is no task or batch known here (unknown or expired).", title="Not found"
+        ) from None
+    except ServiceUnavailable:
+        raise unreachable() from None
+
+
+def look_up(task_id: str) -> dict[str, Any]:
+    """The Status button: a job's status, or a batch's (as GET /api/v1/batches/{id}/ gives it)."""
+    found = _find(_task_id(task_id))
+    return found.as_dict() if isinstance(found, JobStatus) else found.model_dump(mode="json")
+
+
+def look_up_result(task_id: str) -> tuple[str | None, str | None]:
+    """The Result button: a job's image, or a batch's zip."""
+    task_id = _task_id(task_id)
+    if isinstance(_find(task_id), JobStatus):
+        return task_result(task_id), None
+    with answering(task_id):
+        return None, save_archive(task_id, caller(get_client()))
+
+
+def cancel_any(task_id: str) -> dict[str, Any]:
+    """The Cancel button: a job, or every unfinished item of a batch."""
+    task_id = _task_id(task_id)
+    if isinstance(_find(task_id), JobStatus):
+        return cancel_task(task_id)
+    with answering(task_id):
+        return cancel_unfinished(task_id, caller(get_client())).model_dump(mode="json")
+
+
+def batch_label(task_type: str, total: float | None) -> str:
+    """How a batch shows in the recent list, in the Operation column: "style_transfer · batch of 12"."""
+    count = int(total or 0)
+    return f"{task_type} · batch of {count} item{'s' if count != 1 else ''}"
+
+
 def remember(task_id: str, task_type: str, recent: list[list[str]] | None) -> tuple[list[list[str]], list[list[str]]]:
+    """Put a job (or a batch: ``task_type`` is then its ``batch_label``) at the top of the recent list."""
     recent = [row for row in (recent or []) if row and row[0] != task_id]
     if task_id:
         recent.insert(0, [task_id, task_type, time.strftime("%H:%M:%S")])
@@ -73,29 +122,39 @@ def remember(task_id: str, task_type: str, recent: list[list[str]] | None) -> tu
 
 def render(recent: gr.BrowserState) -> gr.Dataframe:
     with gr.Row():
-        task_id = gr.Textbox(label="Task id", placeholder="Paste a task id", scale=4, elem_id="lookup-id")
+        task_id = gr.Textbox(
+            label="Task or batch id", placeholder="Paste a task id or a batch id", scale=4, elem_id="lookup-id"
+        )
         status_button = gr.Button("Status", variant="primary", scale=1)
         result_button = gr.Button("Result", scale=1)
         cancel_button = gr.Button("Cancel", variant="stop", scale=1)
     with gr.Row():
         status = gr.JSON(label="Status")
-        result = gr.Image(
-            label="Result", type="filepath", format="png", interactive=False, buttons=["download", "fullscreen"]
-        )
+        with gr.Column():
+            result = gr.Image(
+                label="Result", type="filepath", format="png", interactive=False, buttons=["download", "fullscreen"]
+            )
+            archive = gr.File(label="Batch results (zip)", interactive=False, elem_id="lookup-zip")
     table = gr.Dataframe(
-        headers=["Task id", "Operation", "Submitted"],
-        label="Recent jobs in this browser",
+        headers=["Task or batch id", "Operation", "Submitted"],
+        label="Recent jobs and batches in this browser",
         interactive=False,
         wrap=True,
     )
-    status_button.click(task_status, task_id, status, api_name="task_status", concurrency_limit=None)
-    result_button.click(task_result, task_id, result, api_name="task_result", concurrency_limit=None)
-    cancel_button.click(cancel_task, task_id, status, api_name="cancel_task", concurrency_limit=None)
+    # The buttons take either kind of id; the Gradio API has one endpoint per kind (batch_status
+    # and the rest are in ui/batch_api.py), on a hidden button with the same inputs and outputs.
+    status_button.click(look_up, task_id, status, api_visibility="private", concurrency_limit=None)
+    result_button.click(look_up_result, task_id, [result, archive], api_visibility="private", concurrency_limit=None)
+    cancel_button.click(cancel_any, task_id, status, api_visibility="private", concurrency_limit=None)
+    api = gr.Button(visible=False)
+    api.click(task_status, task_id, status, api_name="task_status", concurrency_limit=None)
+    api.click(task_result, task_id, result, api_name="task_result", concurrency_limit=None)
+    api.click(cancel_task, task_id, status, api_name="cancel_task", concurrency_limit=None)
 
     def pick(rows: Any, event: gr.SelectData) -> str:
         return str(event.row_value[0]) if event.row_value else ""
 
     table.select(pick, table, task_id, api_visibility="private").then(
-        task_status, task_id, status, api_visibility="private"
+        look_up, task_id, status, api_visibility="private"
     )
     return table

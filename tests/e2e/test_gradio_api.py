@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.helpers import EXAMPLES, occupy_cpu
-from tests.support.stack import wait_until
+from tests.support.stack import wait_until, waiting_messages
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 OPERATIONS = ("image_generation", "face_swap", "background_removal", "object_removal", "style_transfer")
@@ -49,7 +49,8 @@ def inputs(task_type: str, faces: tuple[Path, Path] = (EXAMPLES / "astronaut.jpg
 def test_view_api_lists_every_endpoint_by_name(client: Any) -> None:
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     expected = {f"/{name}" for name in OPERATIONS} | {f"/submit_{name}" for name in OPERATIONS}
-    assert expected | {"/task_status", "/task_result", "/cancel_task"} == set(api)
+    shared = {"/task_status", "/task_result", "/cancel_task", "/submit_batch", "/batch_status", "/cancel_batch"}
+    assert expected | shared | {"/batch_result"} == set(api)
     style = api["/style_transfer"]
     assert [p["parameter_name"] for p in style["parameters"]] == [
         "image", "style", "style_image", "strength", "engine", "preserve_color",
@@ -164,7 +165,7 @@ def test_thirty_waiting_users_do_not_block_a_thirty_first(
     wait_until(lambda: all(job.done() for job in waiting), 30, interval=0.2, what="the streams to end")
     assert {job.outputs()[-1][2] for job in waiting} == {"Cancelled"}
     assert httpx.get(f"{live_server}/healthz").json()["queues"]["cpu"]["waiting"] == 0  # cancelled ones don't count
-    wait_until(lambda: redis_client.llen("cpu") == 0, 30, what="the worker to skip the cancelled messages")
+    wait_until(lambda: waiting_messages(redis_client, "cpu") == 0, 30, what="the worker to skip the cancelled messages")
 
 
 def test_identical_uploads_submitted_at_once_all_go_through(client: Any, live_server: str) -> None:

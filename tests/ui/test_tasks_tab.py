@@ -14,7 +14,17 @@ from ui.common import UNREACHABLE
 ID = "00000000-0000-4000-8000-000000000000"
 
 
-@pytest.mark.parametrize("lookup", [ui.tasks.task_status, ui.tasks.task_result, ui.tasks.cancel_task])
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        ui.tasks.task_status,
+        ui.tasks.task_result,
+        ui.tasks.cancel_task,
+        ui.tasks.look_up,  # the buttons, which take a task or a batch id
+        ui.tasks.look_up_result,
+        ui.tasks.cancel_any,
+    ],
+)
 def test_redis_away_is_said_plainly(lookup, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     nowhere = JobClient(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))  # nothing listens there
     monkeypatch.setattr(ui.tasks, "get_client", lambda: nowhere)
