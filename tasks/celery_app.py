@@ -67,7 +67,10 @@ def make_celery(settings: Settings) -> Celery:
         task_create_missing_queues=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        task_track_started=True,
+        # No STARTED state: a job's first progress ("Starting …", 0 %) is published as it starts, and
+        # a job taken off its queue reads as starting until then; a second write would cost each job
+        # a read and a write more.
+        task_track_started=False,
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
         task_soft_time_limit=settings.job_time_limit,
