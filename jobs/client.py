@@ -16,7 +16,7 @@ from jobs.follow import Tracker
 from jobs.history import list_history
 from jobs.idempotency import IdempotencyKeys
 from jobs.limits import RateLimiter, RateWindow, requester
-from jobs.owners import Caller, Owners, caller_of
+from jobs.owners import Caller, Owners, Usage, caller_of
 from jobs.status import BatchStatus, JobStatus
 from jobs.submit import Submitter
 from jobs.waiting import Gone, LongPoll
@@ -108,6 +108,13 @@ class JobClient:
         """The caller's jobs, chains and batch items within the TTL, newest first (everyone's for an
         admin or without access control), and the next page's cursor; ``ValueError`` for a bad cursor."""
         return list_history(self, caller, limit, cursor)
+
+    def usage(self, caller: Caller) -> Usage:
+        """The caller's running and waiting jobs and their rate-limit window (None without a limit),
+        without counting anything: what the page's header shows them."""
+        with redis_reachable():
+            running, waiting = self.owners.running_and_waiting(caller.owner)
+        return Usage(running, waiting, self.limits.peek(caller.owner))
 
     def _visible(self, task_id: str, caller: Caller | None) -> None:
         if caller is None or caller.sees_all:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from jobs.errors import RateLimited, redis_reachable
 from settings import Settings
-from tasks.store import JobStore
+from tasks.store import JobStore, rate_key
 
 
 def requester(user: str | None, headers: Mapping[str, str], peer: str | None, settings: Settings) -> str:
@@ -61,3 +61,19 @@ class RateLimiter:
                 retry_after,
             )
         return RateWindow(limit=allowed, remaining=max(0, allowed - count), reset=max(1, math.ceil(left)))
+
+    def peek(self, client: str) -> RateWindow | None:
+        """``client``'s current window without counting a submission (one round trip), or None
+        without a limit."""
+        window = self.settings.rate_window
+        if window is None:
+            return None
+        allowed, seconds = window
+        with redis_reachable():
+            pipe = self.store.redis.pipeline(transaction=False)
+            pipe.get(rate_key(client))
+            pipe.pttl(rate_key(client))
+            raw, left = pipe.execute()
+        count = int(raw) if raw is not None and left > 0 else 0  # no key (or no expiry yet): a fresh window
+        reset = math.ceil(left / 1000) if left > 0 else seconds
+        return RateWindow(limit=allowed, remaining=max(0, allowed - count), reset=max(1, reset))

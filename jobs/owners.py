@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from jobs.errors import RateLimited, redis_reachable
-from jobs.limits import requester
+from jobs.limits import RateWindow, requester
 from settings import Settings
 from tasks.store import PREFIX, JobStore, chain_key, job_key
 
@@ -58,6 +58,16 @@ def caller_of(user: str | None, headers: Mapping[str, str], peer: str | None, se
     return Caller(owner, admin, settings.access_control)
 
 
+@dataclass(frozen=True)
+class Usage:
+    """An owner's numbers as the page's header shows them: jobs running and waiting, and the rate
+    limit's window (None without ATELIER_RATE_LIMIT)."""
+
+    running: int
+    waiting: int
+    window: RateWindow | None = None
+
+
 class Owners:
     """Owners in Redis: the owner of an id, each owner's history (and everyone's), active jobs."""
 
@@ -87,16 +97,32 @@ class Owners:
 
     def active(self, owner: str) -> int:
         """The owner's queued and running jobs (the ended and expired ones are forgotten here)."""
+        return len(self._live(owner))
+
+    def running_and_waiting(self, owner: str) -> tuple[int, int]:
+        """How many of the owner's active jobs run now, and how many wait (two round trips: the
+        page's header asks every few seconds)."""
+        live = self._live(owner)
+        running = sum(live)
+        return running, len(live) - running
+
+    def _live(self, owner: str) -> list[bool]:
+        """Whether each of the owner's active jobs has started (the ended and expired ones are dropped)."""
         ids = [raw.decode() for raw in cast(list[bytes], self.store.redis.zrange(active_key(owner), 0, -1))]
         if not ids:
-            return 0
+            return []
         pipe = self.store.redis.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(job_key(job_id), "task_type", "outcome")
-        ended = [job_id for job_id, (kind, outcome) in zip(ids, pipe.execute(), strict=True) if not kind or outcome]
+            pipe.hmget(job_key(job_id), "task_type", "outcome", "started")
+        ended, live = [], []
+        for job_id, (kind, outcome, started) in zip(ids, pipe.execute(), strict=True):
+            if not kind or outcome:
+                ended.append(job_id)
+            else:
+                live.append(started is not None)
         if ended:
             self.store.redis.zrem(active_key(owner), *ended)
-        return len(ids) - len(ended)
+        return live
 
     def admit(self, owner: str | None, adding: int) -> None:
         """:class:`TooManyActive` when ``adding`` jobs would take ``owner`` past ATELIER_MAX_ACTIVE_PER_USER."""

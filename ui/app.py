@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
-from jobs import get_client, operations_by_queue
+from jobs import JobClient, get_client, operations_by_queue
 from settings import get_settings
-from ui import background, batch_api, face_swap, generate, object_removal, style, tasks
+from ui import background, batch_api, face_swap, generate, history, object_removal, png_info, style, tasks
+from ui.chain import Rendered, wire_sending
+from ui.common import caller
 
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", radius_size="md")
 CSS = """
@@ -31,9 +35,12 @@ TABS = [
 
 
 def header() -> str:
-    """Workers alive and jobs waiting per queue, with a banner for a queue nobody serves."""
+    """The caller's own numbers, workers alive and jobs waiting per queue, with a banner for a queue
+    nobody serves."""
     try:
-        health = get_client().health()
+        client = get_client()
+        health = client.health()
+        mine = own_numbers(client)
     except Exception:
         return (
             "<div class='atelier-banner'>Redis is unreachable: jobs cannot be submitted or followed right now. "
@@ -49,7 +56,18 @@ def header() -> str:
                 f"<div class='atelier-banner'>No {queue.upper()} worker is running: "
                 f"{', '.join(served[queue])} will wait.</div>"
             )
-    return "<div class='atelier-health'>" + " · ".join(parts) + "</div>" + "".join(banners)
+    return mine + "<div class='atelier-health'>" + " · ".join(parts) + "</div>" + "".join(banners)
+
+
+def own_numbers(client: JobClient) -> str:
+    """ "3 running · 12 waiting · 88 of 120 submissions left this minute": the event's caller's own."""
+    who = caller(client)
+    if who is None:  # called from a script: nobody's numbers to show
+        return ""
+    window = get_settings().rate_window
+    line = history.usage_line(client.usage(who), window[1] if window else None)
+    name = who.owner.partition(":")[2] if who.enforced else "You"
+    return f"<div class='atelier-usage' id='atelier-usage'>{html.escape(name)}: {html.escape(line)}</div>"
 
 
 def build_ui() -> gr.Blocks:
@@ -61,15 +79,20 @@ def build_ui() -> gr.Blocks:
             gr.Markdown("# Atelier\nAn AI image studio · [REST API](/docs)")
             status = gr.HTML(elem_id="atelier-header")
         recent = gr.BrowserState([], storage_key="atelier-recent-jobs")
-        rendered = {}
-        with gr.Tabs():
+        rendered: dict[str, Rendered] = {}
+        with gr.Tabs(elem_id="studio-tabs") as tabs:
             for title, task_type, render in TABS:
                 with gr.Tab(title, id=task_type, elem_id=f"tab-{task_type}"):
                     rendered[task_type] = render()
+            with gr.Tab("PNG Info", id="png_info", elem_id="tab-png_info"):
+                info = png_info.render()
             with gr.Tab("Tasks", id="tasks", elem_id="tab-tasks"):
                 table = tasks.render(recent)
         batch_api.render()
-        for task_type, (box, batch) in rendered.items():
+        wire_sending(tabs, rendered)
+        png_info.wire_send(info, tabs, rendered["image_generation"].targets)
+        for task_type, tab in rendered.items():
+            box, batch = tab.task_id, tab.batch
             box.change(
                 lambda task_id, rows, task_type=task_type: tasks.remember(task_id, task_type, rows),
                 [box, recent],

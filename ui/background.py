@@ -7,7 +7,8 @@ from typing import Any
 import gradio as gr
 
 from jobs import background_models
-from ui.batch import BatchSection, files_section
+from ui.batch import files_section
+from ui.chain import Rendered
 from ui.common import job_controls
 from ui.endpoints import Submission, endpoints
 
@@ -29,7 +30,7 @@ def submission(
     return {"images": {"image": image}, "parameters": params}
 
 
-def render() -> tuple[gr.Textbox, BatchSection]:
+def render() -> Rendered:
     # The model's default is ATELIER_BACKGROUND_MODEL's, as for a REST job that names none.
     api = endpoints("background_removal", submission, bgcolor="")
     defaults = api.defaults
@@ -47,7 +48,7 @@ def render() -> tuple[gr.Textbox, BatchSection]:
                 color = gr.ColorPicker(value="#ffffff", label="Background colour", visible=False)
             bgcolor = gr.Textbox(value=defaults["bgcolor"], visible=False)  # "" = transparent
         with gr.Column(elem_classes="checkerboard"):
-            controls = job_controls()
+            controls = job_controls("background_removal")
     inputs = [image, model, matting, bgcolor, only_mask, post_process]
     with gr.Column(elem_classes="checkerboard"):
         batch = files_section("background_removal", submission, inputs, replaces=image)
@@ -59,4 +60,4 @@ def render() -> tuple[gr.Textbox, BatchSection]:
     fill.change(chosen_color, [fill, color], [color, bgcolor], api_visibility="private")
     color.change(lambda use, value: value if use else "", [fill, color], bgcolor, api_visibility="private")
     controls.wire(api, inputs)
-    return controls.task_id, batch
+    return Rendered(controls.task_id, batch, controls.result, controls.send, {"background_removal": image})

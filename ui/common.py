@@ -70,8 +70,16 @@ def error(message: str, title: str = "Error") -> gr.Error:
     return gr.Error(html.escape(message, quote=False), title=title)
 
 
-def submit(task_type: str, *, prompt: str | None = None, images: dict[str, Any], parameters: dict[str, Any]) -> str:
-    """Submit a job; raise ``gr.Error`` with the field errors for bad input. Returns the task id."""
+def submit(
+    task_type: str,
+    *,
+    prompt: str | None = None,
+    images: dict[str, Any],
+    parameters: dict[str, Any],
+    then: Any = None,
+) -> str:
+    """Submit a job (a chain with ``then``'s follow-up steps); raise ``gr.Error`` with the field errors
+    for bad input. Returns the task id."""
     files = {}
     for name, value in images.items():
         if value:
@@ -79,9 +87,12 @@ def submit(task_type: str, *, prompt: str | None = None, images: dict[str, Any],
     fields: dict[str, Any] = {"task_type": task_type, "parameters": parameters}
     if prompt is not None:
         fields["prompt"] = prompt
+    if then is not None:  # checked whole by the job system, which names each bad step
+        fields["then"] = then
+    client = get_client()
     try:
-        admit(get_client())
-        return get_client().submit(fields, files).task_id
+        admit(client)
+        return client.submit(fields, files, caller(client)).task_id  # the event's caller owns the job
     except RateLimited as exc:
         raise gr.Error(str(exc), title="Too many requests") from None
     except InvalidSubmission as exc:
@@ -126,9 +137,10 @@ def caller(client: JobClient) -> Caller | None:
     return client.caller(*requester) if requester is not None else None
 
 
-def save_result(task_id: str) -> str:
-    """Write the job's PNG where Gradio may serve it from, and return the path."""
-    _, _, png = get_client().result(task_id)
+def save_result(task_id: str, who: Caller | None = None) -> str:
+    """Write the job's PNG where Gradio may serve it from, and return the path (``who``: the caller
+    it must be visible to; another owner's job is :class:`JobNotFound`)."""
+    _, _, png = get_client().result(task_id, who)
     RESULTS.mkdir(exist_ok=True)
     now = time.time()
     for old in RESULTS.glob("*.png"):  # Gradio keeps its own copy; ours only bridges the hand-over
@@ -186,13 +198,15 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
     Async on purpose: a waiting user holds no worker thread, only a coroutine.
     """
     client = get_client()
+    who = caller(client)  # the event's: another owner's id is as unknown here as over REST
     last_message = last_preview = None
     shown: str | None = None  # the latest preview stays up while the messages change
     failures = 0
     poll = POLL_FIRST
     while True:
         try:
-            status = await asyncio.to_thread(client.status, task_id)
+            status = await asyncio.to_thread(client.status, task_id, who)
+            who = None  # checked once: a job's owner never changes
             failures = 0
         except JobNotFound:
             raise error(f"Task {task_id} was not found: it expired or never existed.") from None
@@ -205,7 +219,7 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
             continue
         if status.status == JobState.SUCCESS:
             progress(1.0, desc="Done")
-            yield await asyncio.to_thread(save_result, task_id), task_id, "Done"
+            yield await asyncio.to_thread(save_result, task_id), task_id, "Done"  # visible: checked above
             return
         if status.status == JobState.FAILURE:
             yield None, task_id, f"Failed: {status.message}"
@@ -246,7 +260,8 @@ def cancel(task_id: str) -> str:
     if not task_id:
         return "Nothing to cancel yet"
     try:
-        status = get_client().cancel(task_id)
+        client = get_client()
+        status = client.cancel(task_id, caller(client))
     except JobNotFound:
         return "That task is gone (expired or unknown)"
     except JobConflict as exc:  # finished already; its result is kept
@@ -256,32 +271,39 @@ def cancel(task_id: str) -> str:
 
 @dataclass
 class JobControls:
-    """The right-hand column every tab has: result, status, task id, Run and Cancel."""
+    """The right-hand column every tab has: result, status, task id, Then… (follow-up steps), Run and
+    Cancel, and Send to ▸ (the result into another tab: ``ui.chain.wire_sending``)."""
 
     result: gr.Image
     status: gr.Textbox
     task_id: gr.Textbox
     run_button: gr.Button
     cancel_button: gr.Button
+    then: gr.Textbox
+    send: dict[str, gr.Button]
 
     def wire(self, endpoints: Endpoints, inputs: Sequence[gr.components.Component]) -> None:
-        """Run → ``api_name=T`` (streams), a hidden ``submit_T`` (returns the id), Cancel → the job system."""
+        """Run → ``api_name=T`` (streams), a hidden ``submit_T`` (returns the id), Cancel → the job system.
+        Both endpoints take the follow-up steps last (``then``)."""
         task_type = endpoints.task_type
+        inputs = [*inputs, self.then]
         self.run_button.click(
             endpoints.run,
-            list(inputs),
+            inputs,
             [self.result, self.task_id, self.status],
             api_name=task_type,
             concurrency_limit=None,  # async: a waiting user holds no worker thread
             show_progress_on=self.result,
         )
         gr.Button(visible=False).click(
-            endpoints.submit, list(inputs), self.task_id, api_name=f"submit_{task_type}", concurrency_limit=None
+            endpoints.submit, inputs, self.task_id, api_name=f"submit_{task_type}", concurrency_limit=None
         )
         self.cancel_button.click(cancel, self.task_id, self.status, api_visibility="private")
 
 
-def job_controls() -> JobControls:
+def job_controls(task_type: str) -> JobControls:
+    from ui.chain import follow_ups, send_buttons  # ui.chain builds on this module
+
     result = gr.Image(
         label="Result",
         type="filepath",
@@ -290,12 +312,14 @@ def job_controls() -> JobControls:
         buttons=["download", "fullscreen"],
         elem_classes="result",
     )
+    send = send_buttons(task_type)
     status = gr.Textbox(label="Status", interactive=False, elem_classes="job-status")
     task_id = gr.Textbox(label="Task id", interactive=False, buttons=["copy"], elem_classes="task-id")
+    then = follow_ups(task_type).steps
     with gr.Row():
         run_button = gr.Button("Run", variant="primary")
         cancel_button = gr.Button("Cancel", variant="stop")
-    return JobControls(result, status, task_id, run_button, cancel_button)
+    return JobControls(result, status, task_id, run_button, cancel_button, then, send)
 
 
 __all__ = ["FINISHED", "JobControls", "Update", "cancel", "follow", "job_controls", "run", "submit"]

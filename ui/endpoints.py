@@ -3,7 +3,8 @@
 A tab writes ``submission(*inputs) -> Submission``: its inputs, named and typed as the Gradio API
 shows them, turned into the job's prompt, images and parameters. ``endpoints()`` makes from it
 ``T`` (submits, then streams ``(image, task id, status)`` with progress) and ``submit_T`` (returns
-the task id at once). Both carry its signature, because Gradio reads the parameter names, defaults
+the task id at once), each with a last input of its own, ``then`` (follow-up steps as JSON text).
+Both carry its signature, because Gradio reads the parameter names, defaults
 and type hints of the functions it serves to build the API that gradio_client scripts call.
 """
 
@@ -18,6 +19,7 @@ from typing import Any, NotRequired, TypedDict, TypeVar
 import gradio as gr
 
 from jobs import parameter_defaults
+from ui.chain import then_of
 from ui.common import Update, run, submit
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,6 +56,9 @@ def endpoints(task_type: str, submission: Callable[..., Submission], **page_defa
     defaults = {name: value for name, value in parameter_defaults(task_type).items() if name in inputs}
     defaults |= page_defaults
     params = [p.replace(default=defaults[p.name]) if p.name in defaults else p for p in inputs.values()]
+    # Last, after the tab's own inputs (so scripts that pass those by position keep working): the
+    # follow-up steps as JSON text, "" for none.
+    params.append(inspect.Parameter("then", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="", annotation=str))
     # Gradio hands progress to the parameter whose default is a gr.Progress, positionally after the inputs.
     progress = inspect.Parameter(
         "progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress(), annotation=gr.Progress
@@ -63,14 +68,16 @@ def endpoints(task_type: str, submission: Callable[..., Submission], **page_defa
 
     async def run_job(*args: Any, **kwargs: Any) -> AsyncIterator[Update]:
         arguments = _bind(streamed, args, kwargs)
-        tracker = arguments.pop("progress")
+        tracker, steps = arguments.pop("progress"), then_of(arguments.pop("then"))
         # In a thread: a tab's submission may decode images (the object editor's layers).
         job = await asyncio.to_thread(lambda: submission(**arguments))
-        async for update in run(task_type, tracker, **job):
+        async for update in run(task_type, tracker, then=steps, **job):
             yield update
 
     def submit_job(*args: Any, **kwargs: Any) -> str:
-        return submit(task_type, **submission(**_bind(immediate, args, kwargs)))
+        arguments = _bind(immediate, args, kwargs)
+        steps = then_of(arguments.pop("then"))
+        return submit(task_type, then=steps, **submission(**arguments))
 
     article = "an" if task_type[0] in "aeiou" else "a"
     queued = f"Queue {article} {task_type.replace('_', ' ')} and return its task id at once."

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui.batch import BatchSection, files_section
+from ui.batch import files_section
+from ui.chain import Rendered
 from ui.common import job_controls, unchecked, whole
 from ui.endpoints import Submission, endpoints
 
@@ -24,7 +25,7 @@ def batch_submission(image: str | None, target_image: str | None, face_index: fl
     return submission(image, None, face_index)
 
 
-def render() -> tuple[gr.Textbox, BatchSection]:
+def render() -> Rendered:
     api = endpoints("face_swap", submission, face_index=-1)
     with gr.Row():
         with gr.Column():
@@ -44,7 +45,7 @@ def render() -> tuple[gr.Textbox, BatchSection]:
                 )
             )
         with gr.Column():
-            controls = job_controls()
+            controls = job_controls("face_swap")
     inputs = [source, target, face_index]
     batch = files_section(
         "face_swap",
@@ -55,4 +56,5 @@ def render() -> tuple[gr.Textbox, BatchSection]:
     )
     gr.Examples(EXAMPLES, [source, target, face_index], label="Try")
     controls.wire(api, inputs)
-    return controls.task_id, batch
+    targets = {"face_swap.image": source, "face_swap.target_image": target}
+    return Rendered(controls.task_id, batch, controls.result, controls.send, targets)

@@ -7,7 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from ui.batch import BatchSection, prompts_section
+from ui.batch import prompts_section
+from ui.chain import Rendered
 from ui.common import job_controls, unchecked, whole
 from ui.endpoints import Submission, endpoints
 
@@ -49,7 +50,7 @@ def submission(
     return {"prompt": prompt, "images": {}, "parameters": params}
 
 
-def render() -> tuple[gr.Textbox, BatchSection]:
+def render() -> Rendered:
     api = endpoints("image_generation", submission, negative_prompt="", seed=-1)
     defaults = api.defaults
     size_names = {size: name for name, size in SIZES.items()}
@@ -73,7 +74,7 @@ def render() -> tuple[gr.Textbox, BatchSection]:
                 dice = gr.Button("Random seed", scale=1, min_width=60)
                 count = unchecked(gr.Slider(1, 4, value=defaults["num_images"], step=1, label="Images", scale=3))
         with gr.Column():
-            controls = job_controls()
+            controls = job_controls("image_generation")
     inputs = [prompt, negative, width, height, steps, guidance, seed, count]
     batch = prompts_section(submission, inputs)
     gr.Examples(EXAMPLES, [prompt, negative], label="Try")
@@ -81,4 +82,8 @@ def render() -> tuple[gr.Textbox, BatchSection]:
     size.change(lambda name: SIZES[name], size, [width, height], api_visibility="private")
     dice.click(lambda: random.randint(0, 2**32 - 1), None, seed, api_visibility="private")
     controls.wire(api, inputs)
-    return controls.task_id, batch
+    # PNG Info's Send to Generate fills these.
+    fills = {"prompt": prompt, "negative_prompt": negative, "width": width, "height": height, "steps": steps}
+    fills |= {"guidance_scale": guidance, "seed": seed}
+    targets = {f"image_generation.{name}": widget for name, widget in fills.items()}
+    return Rendered(controls.task_id, batch, controls.result, controls.send, targets)

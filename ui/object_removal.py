@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 from jobs import engines
-from ui.batch import BatchSection, files_section
+from ui.batch import files_section
+from ui.chain import Rendered
 from ui.common import job_controls, unchecked, whole
 from ui.endpoints import Submission, endpoints
 
@@ -97,7 +98,7 @@ def batch_submission(image: dict[str, Any] | None, mask: str | None, engine: str
     return {"images": {"mask": shared}, "parameters": _parameters(engine, dilate)}
 
 
-def render() -> tuple[gr.Textbox, BatchSection]:
+def render() -> Rendered:
     api = endpoints("object_removal", submission, mask=None, engine="auto")
     with gr.Row():
         with gr.Column():
@@ -124,7 +125,7 @@ def render() -> tuple[gr.Textbox, BatchSection]:
                 engine = gr.Dropdown(choices, value=api.defaults["engine"], label="Engine")
                 dilate = unchecked(gr.Slider(0, 64, value=api.defaults["dilate"], step=1, label="Grow the mask (px)"))
         with gr.Column():
-            controls = job_controls()
+            controls = job_controls("object_removal")
     inputs = [editor, mask, engine, dilate]
     batch = files_section(
         "object_removal",
@@ -135,4 +136,4 @@ def render() -> tuple[gr.Textbox, BatchSection]:
     )
     gr.Examples(EXAMPLES, [editor, mask], label="Try")
     controls.wire(api, inputs)
-    return controls.task_id, batch
+    return Rendered(controls.task_id, batch, controls.result, controls.send, {"object_removal": editor})

@@ -8,7 +8,8 @@ from typing import Any
 import gradio as gr
 
 from jobs import engines, style_presets
-from ui.batch import BatchSection, files_section
+from ui.batch import files_section
+from ui.chain import Rendered
 from ui.common import job_controls, unchecked
 from ui.endpoints import Submission, endpoints
 
@@ -31,7 +32,7 @@ def submission(
     return {"images": {"image": image, "style_image": style_image}, "parameters": params}
 
 
-def render() -> tuple[gr.Textbox, BatchSection]:
+def render() -> Rendered:
     presets = style_presets()
     api = endpoints("style_transfer", submission, style="mosaic", style_image=None)
     with gr.Row():
@@ -64,7 +65,7 @@ def render() -> tuple[gr.Textbox, BatchSection]:
                 engine = gr.Radio(list(engines("style_transfer")), value=api.defaults["engine"], label="Engine")
             preserve = gr.Checkbox(api.defaults["preserve_color"], label="Keep the photo's colours")
         with gr.Column():
-            controls = job_controls()
+            controls = job_controls("style_transfer")
     inputs = [image, style, style_image, strength, engine, preserve]
     batch = files_section("style_transfer", submission, inputs, replaces=image)
     gr.Examples(EXAMPLES, [image, style], label="Try")
@@ -75,4 +76,4 @@ def render() -> tuple[gr.Textbox, BatchSection]:
     gallery.select(picked, None, [style, style_image], api_visibility="private")
     style_image.upload(lambda: "", None, style, api_visibility="private")
     controls.wire(api, inputs)
-    return controls.task_id, batch
+    return Rendered(controls.task_id, batch, controls.result, controls.send, {"style_transfer": image})

@@ -1,5 +1,6 @@
-"""Tasks: look any job or batch up by its id (from a reload, another device or a script), and this
-browser's recent jobs and batches."""
+"""Tasks: the caller's jobs (kept by the server, see ui/history.py), looking a job or batch up by its
+id (from a reload, another device or a script), and this browser's recent jobs and batches. With
+access control on, another user's id answers as an unknown one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import gradio as gr
 
 from jobs import BatchNotFound, BatchStatus, JobConflict, JobNotFound, JobStatus, ServiceUnavailable, get_client
+from ui import history
 from ui.batch import answering, cancel_unfinished, save_archive
 from ui.common import caller, error, save_result, unreachable
 
@@ -30,7 +32,8 @@ def task_status(task_id: str) -> dict[str, Any]:
     """A job's status, as GET /api/v1/tasks/{id}/status/ gives it."""
     task_id = _task_id(task_id)
     try:
-        return get_client().status(task_id).as_dict()
+        client = get_client()
+        return client.status(task_id, caller(client)).as_dict()
     except JobNotFound:
         raise _not_found(task_id) from None
     except ServiceUnavailable:
@@ -41,7 +44,7 @@ def task_result(task_id: str) -> str:
     """A finished job's image."""
     task_id = _task_id(task_id)
     try:
-        return save_result(task_id)
+        return save_result(task_id, caller(get_client()))
     except JobNotFound:
         raise _not_found(task_id) from None
     except ServiceUnavailable:
@@ -54,7 +57,8 @@ def cancel_task(task_id: str) -> dict[str, Any]:
     """Cancel a queued or running job; its status afterwards."""
     task_id = _task_id(task_id)
     try:
-        return get_client().cancel(task_id).as_dict()
+        client = get_client()
+        return client.cancel(task_id, caller(client)).as_dict()
     except JobNotFound:
         raise _not_found(task_id) from None
     except ServiceUnavailable:
@@ -68,11 +72,12 @@ def cancel_task(task_id: str) -> dict[str, Any]:
 def _find(task_id: str) -> JobStatus | BatchStatus:
     """The job with this id, else the batch: the Tasks tab's buttons take either."""
     client = get_client()
+    who = caller(client)  # another owner's job or batch is as unknown as an id never issued
     try:
         try:
-            return client.status(task_id)
+            return client.status(task_id, who)
         except JobNotFound:
-            return client.batch_status(task_id, caller(client))
+            return client.batch_status(task_id, who)
     except BatchNotFound:
         raise error(
             f"Task not found: {task_id} is no task or batch known here (unknown or expired).", title="Not found"
@@ -121,6 +126,7 @@ def remember(task_id: str, task_type: str, recent: list[list[str]] | None) -> tu
 
 
 def render(recent: gr.BrowserState) -> gr.Dataframe:
+    mine = history.render()
     with gr.Row():
         task_id = gr.Textbox(
             label="Task or batch id", placeholder="Paste a task id or a batch id", scale=4, elem_id="lookup-id"
@@ -137,7 +143,8 @@ def render(recent: gr.BrowserState) -> gr.Dataframe:
             archive = gr.File(label="Batch results (zip)", interactive=False, elem_id="lookup-zip")
     table = gr.Dataframe(
         headers=["Task or batch id", "Operation", "Submitted"],
-        label="Recent jobs and batches in this browser",
+        label="Recent jobs and batches submitted from this browser",
+        elem_id="recent-jobs",
         interactive=False,
         wrap=True,
     )
@@ -154,7 +161,16 @@ def render(recent: gr.BrowserState) -> gr.Dataframe:
     def pick(rows: Any, event: gr.SelectData) -> str:
         return str(event.row_value[0]) if event.row_value else ""
 
-    table.select(pick, table, task_id, api_visibility="private").then(
+    for rows in (table, mine.table):
+        rows.select(pick, rows, task_id, api_visibility="private").then(
+            look_up, task_id, status, api_visibility="private"
+        )
+
+    def pick_picture(shown: list[str], event: gr.SelectData) -> str:
+        index = event.index if isinstance(event.index, int) else -1
+        return shown[index] if 0 <= index < len(shown) else ""
+
+    mine.gallery.select(pick_picture, mine.shown, task_id, api_visibility="private").then(
         look_up, task_id, status, api_visibility="private"
     )
     return table

@@ -102,7 +102,7 @@ def test_a_style_transfer_batch_fills_the_gallery_and_zips_the_results(
     assert manifest["batch_id"] == batch_id and {item["status"] for item in manifest["items"]} == {"SUCCESS"}
     # The Tasks tab lists the batch and looks it up by its id.
     tasks = open_tab(page, "Tasks", "tasks")
-    table = tasks.locator("table").first
+    table = tasks.locator("#recent-jobs table").first
     expect(table).to_contain_text(batch_id, timeout=10_000)
     expect(table).to_contain_text("style_transfer · batch of 3 items")
     tasks.locator("#lookup-id textarea, #lookup-id input").first.fill(batch_id)

@@ -53,7 +53,7 @@ def test_view_api_lists_every_endpoint_by_name(client: Any) -> None:
     assert expected | shared | {"/batch_result"} == set(api)
     style = api["/style_transfer"]
     assert [p["parameter_name"] for p in style["parameters"]] == [
-        "image", "style", "style_image", "strength", "engine", "preserve_color",
+        "image", "style", "style_image", "strength", "engine", "preserve_color", "then",
     ]  # fmt: skip
     assert [r["label"] for r in style["returns"]] == ["Result", "Task id", "Status"]
 

@@ -160,10 +160,10 @@ def test_tasks_tab_picks_a_job_up_by_id_and_lists_recent_jobs(page: Page, live_s
     wait_for_result(tab)
     task_id = task_id_of(tab)
     tasks = open_tab(page, "Tasks", "tasks")
-    expect(tasks.locator("table").first).to_contain_text(task_id, timeout=10_000)  # noted, and so stored
+    expect(tasks.locator("#recent-jobs table").first).to_contain_text(task_id, timeout=10_000)  # noted, and so stored
     page.reload()  # a reload keeps the recent jobs (browser storage), and the id still works
     tasks = open_tab(page, "Tasks", "tasks")
-    expect(tasks.locator("table").first).to_contain_text(task_id, timeout=10_000)
+    expect(tasks.locator("#recent-jobs table").first).to_contain_text(task_id, timeout=10_000)
     lookup = tasks.locator("#lookup-id textarea, #lookup-id input").first
     lookup.fill(task_id)
     expect(lookup).to_have_value(task_id)

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from jobs import JobClient
+from jobs.owners import Usage
 from settings import Settings
 from tasks.store import job_key
 from tests.conftest import b64
@@ -191,3 +192,25 @@ def test_without_access_control_the_studio_is_one_persons(api: Api) -> None:
     listed = api.http.get("/api/v1/tasks/?limit=5").json()
     assert task_id in [entry["task_id"] for entry in listed["tasks"]]
     assert api.http.get(f"/api/v1/tasks/{task_id}/status/", headers={"X-Forwarded-For": "10.9.9.9"}).status_code == 200
+
+
+def test_usage_counts_the_callers_waiting_jobs_and_peeks_the_rate_window(
+    redis_url: str, workers: dict[str, Worker], busy_cpu: str
+) -> None:
+    from jobs.limits import RateWindow
+
+    config = Settings(redis_url=redis_url, auth="carol:carol-password-4", rate_limit="10/minute")
+    client = JobClient(config)
+    carol = client.caller("user:carol", {}, None)
+    assert client.usage(carol) == Usage(0, 0, RateWindow(10, 10, 60))
+    jobs = [client.submit(steps_job(steps=1, delay=0), caller=carol).task_id for _ in range(2)]  # behind busy_cpu
+    client.admit("user:carol", {}, None)
+    usage = client.usage(carol)
+    assert (usage.running, usage.waiting) == (0, 2)
+    assert usage.window is not None and usage.window.remaining == 9
+    again = client.usage(carol).window
+    assert again is not None and again.remaining == 9  # looking counts no submission
+    client.cancel(jobs[0])
+    assert client.usage(carol).waiting == 1
+    client.cancel(jobs[1])
+    assert client.usage(client.caller("user:dave", {}, None)) == Usage(0, 0, RateWindow(10, 10, 60))

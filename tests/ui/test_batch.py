@@ -227,7 +227,7 @@ class FakeClient:
             raise status
         return status
 
-    def result(self, task_id: str) -> tuple[None, dict[str, Any], bytes]:
+    def result(self, task_id: str, caller: Any = None) -> tuple[None, dict[str, Any], bytes]:
         return None, {}, f"png of {task_id}".encode()
 
     def batch_archive(self, batch_id: str, caller: Any = None) -> tuple[Any, io.BytesIO]:

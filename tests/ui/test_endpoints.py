@@ -28,12 +28,13 @@ INPUTS = {
         "guidance_scale",
         "seed",
         "num_images",
+        "then",
     ],
-    "face_swap": ["image", "target_image", "face_index"],
-    "background_removal": ["image", "model", "alpha_matting", "bgcolor", "only_mask", "post_process_mask"],
-    "object_removal": ["image", "mask", "engine", "dilate"],
-    "style_transfer": ["image", "style", "style_image", "strength", "engine", "preserve_color"],
-}
+    "face_swap": ["image", "target_image", "face_index", "then"],
+    "background_removal": ["image", "model", "alpha_matting", "bgcolor", "only_mask", "post_process_mask", "then"],
+    "object_removal": ["image", "mask", "engine", "dilate", "then"],
+    "style_transfer": ["image", "style", "style_image", "strength", "engine", "preserve_color", "then"],
+}  # `then` (follow-up steps as JSON text) last on every endpoint, after the tab's own inputs
 
 
 @pytest.fixture
@@ -73,6 +74,8 @@ def test_each_tab_serves_its_inputs_on_both_endpoints_and_streams_progress() -> 
         assert special_args(immediate)[1] is None
         assert (streaming.__name__, immediate.__name__) == (task_type, f"submit_{task_type}")
     assert parameters(demo, "style_transfer")["strength"]["parameter_default"] == 1.0  # the schema's
+    then = parameters(demo, "submit_style_transfer")["then"]  # optional: scripts written before it keep working
+    assert then["parameter_has_default"] and then["parameter_default"] == ""
 
 
 def typed(image: str | None, count: float, label: str) -> Submission:
@@ -91,9 +94,13 @@ def test_the_endpoints_bind_arguments_as_their_signature_says(monkeypatch: pytes
     monkeypatch.setattr(ui.endpoints, "parameter_defaults", lambda task_type: {"count": 2, "other": 0})
     api = endpoints("thing_making", typed, label="plain")
     assert dict(api.defaults) == {"count": 2, "label": "plain"}
-    assert str(inspect.signature(api.submit)) == "(image: str | None, count: float = 2, label: str = 'plain') -> str"
+    signature = "(image: str | None, count: float = 2, label: str = 'plain', then: str = '') -> str"
+    assert str(inspect.signature(api.submit)) == signature
     assert api.submit("a.png") == api.submit(image="a.png", label="plain") == "id-1"
-    assert sent == 2 * [("thing_making", {"images": {"image": "a.png"}, "parameters": {"count": 2, "label": "plain"}})]
+    job = {"images": {"image": "a.png"}, "parameters": {"count": 2, "label": "plain"}, "then": None}
+    assert sent == 2 * [("thing_making", job)]
+    assert api.submit("a.png", then='[{"task_type": "background_removal"}]') == "id-1"
+    assert sent[-1][1]["then"] == [{"task_type": "background_removal"}]
     assert api.run.__doc__ == "Make something."
     assert api.submit.__doc__ == "Queue a thing making and return its task id at once."
 
@@ -108,10 +115,10 @@ def test_the_streaming_endpoint_passes_its_progress_on(monkeypatch: pytest.Monke
     tracker = gr.Progress()
 
     async def stream() -> list[Any]:
-        return [update async for update in api.run("a.png", 3, "x", tracker)]
+        return [update async for update in api.run("a.png", 3, "x", "", tracker)]
 
     updates = run_async(stream())
-    job = {"images": {"image": "a.png"}, "parameters": {"count": 3, "label": "x"}}
+    job = {"images": {"image": "a.png"}, "parameters": {"count": 3, "label": "x"}, "then": None}
     assert updates == [("thing_making", tracker, job)]
 
 
