@@ -53,6 +53,17 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return fields
 
 
+def parse_parameters(fields: dict[str, Any]) -> None:
+    """A form's ``parameters`` field, JSON text, parsed in place; a 400 naming it if it is not JSON."""
+    text = fields.get("parameters")
+    if not isinstance(text, str):
+        return
+    try:
+        fields["parameters"] = json.loads(text, parse_constant=_no_constants) if text.strip() else None
+    except (ValueError, RecursionError) as exc:
+        raise BodyError(invalid({"parameters": [f"parameters must be a JSON object: {exc}"]})) from None
+
+
 async def parse_form(request: Request, limit: int) -> tuple[dict[str, Any], dict[str, bytes]]:
     """A multipart form's text fields and files; each name once, ``parameters`` as JSON text."""
     try:
@@ -71,12 +82,7 @@ async def parse_form(request: Request, limit: int) -> tuple[dict[str, Any], dict
             files[name] = await value.read()
     if repeated:
         raise BodyError(invalid({name[:80]: [f"{name[:80]} was given more than once"] for name in sorted(repeated)}))
-    if "parameters" in fields:
-        try:
-            text = fields["parameters"]
-            fields["parameters"] = json.loads(text, parse_constant=_no_constants) if text.strip() else None
-        except (ValueError, RecursionError) as exc:
-            raise BodyError(invalid({"parameters": [f"parameters must be a JSON object: {exc}"]})) from None
+    parse_parameters(fields)
     return fields, files
 
 
@@ -119,12 +125,7 @@ async def parse_batch(request: Request, limit: int, max_items: int) -> tuple[dic
             items.append({item_field: await value.read(), "name": value.filename or None})
         else:
             items.extend(_archive_items(await value.read(), item_field, max_items, limit))
-    if "parameters" in fields and isinstance(fields["parameters"], str):
-        try:
-            text = fields["parameters"]
-            fields["parameters"] = json.loads(text, parse_constant=_no_constants) if text.strip() else None
-        except (ValueError, RecursionError) as exc:
-            raise BodyError(invalid({"parameters": [f"parameters must be a JSON object: {exc}"]})) from None
+    parse_parameters(fields)
     return fields, items
 
 

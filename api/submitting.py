@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from access import checked_user
 from api.errors import BodyError, error, invalid
+from api.schemas import UNAVAILABLE, ErrorResponse
 from jobs import JobClient, requester
 from jobs.idempotency import IdempotencyConflict, fingerprint, valid_key
 from jobs.limits import RateWindow
@@ -152,3 +153,30 @@ async def batch_end(
             return status.model_dump(mode="json")
         await asyncio.sleep(0.25)
     return None
+
+
+def submit_docs(final: Any, bad_input: str, json_schema: dict[str, Any], form: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI answers and request body every submit route shares (``final``: the 200's model)."""
+    return {
+        "responses": {
+            200: {
+                "model": final,
+                "description": "With Prefer: wait=N, the final status if the work ended within N s; with an "
+                "Idempotency-Key used before, the first answer again (header Idempotent-Replayed: true)",
+            },
+            400: {"model": ErrorResponse, "description": bad_input},
+            409: {"model": ErrorResponse, "description": "A submit with this Idempotency-Key is still in progress"},
+            422: {"model": ErrorResponse, "description": "This Idempotency-Key was used with another body"},
+            413: {"model": ErrorResponse},
+            415: {"model": ErrorResponse},
+            429: {"model": ErrorResponse, "description": "Over ATELIER_RATE_LIMIT; see the Retry-After header"},
+            **UNAVAILABLE,
+        },
+        "openapi_extra": {
+            "parameters": SUBMIT_HEADERS,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": json_schema}, "multipart/form-data": {"schema": form}},
+            },
+        },
+    }

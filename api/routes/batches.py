@@ -15,7 +15,7 @@ from api.deps import AppSettings, CallerOf, Jobs
 from api.errors import invalid
 from api.events import MEDIA_TYPE, changes_by_polling, stream
 from api.schemas import BATCH_FORM, BATCH_NOT_FOUND, UNAVAILABLE, BatchRequest, BatchSubmitResponse, ErrorResponse
-from api.submitting import SUBMIT_HEADERS, batch_end, note_rate_window, submit_once, waited
+from api.submitting import batch_end, note_rate_window, submit_docs, submit_once, waited
 from jobs import BatchStatus
 
 router = APIRouter(prefix="/api/v1/batches", tags=["batches"])
@@ -26,30 +26,12 @@ CHUNK = 1 << 20
     "/",
     status_code=202,
     response_model=BatchSubmitResponse,
-    responses={
-        200: {
-            "model": BatchStatus,
-            "description": "With Prefer: wait=N, the final status of a batch that ended within N s; with an "
-            "Idempotency-Key used before, the first answer again (header Idempotent-Replayed: true)",
-        },
-        400: {"model": ErrorResponse, "description": "Invalid input; details name each field (items[3].image)"},
-        409: {"model": ErrorResponse, "description": "A submit with this Idempotency-Key is still in progress"},
-        422: {"model": ErrorResponse, "description": "This Idempotency-Key was used with another body"},
-        413: {"model": ErrorResponse},
-        415: {"model": ErrorResponse},
-        429: {"model": ErrorResponse, "description": "Over ATELIER_RATE_LIMIT; see the Retry-After header"},
-        **UNAVAILABLE,
-    },
-    openapi_extra={
-        "parameters": SUBMIT_HEADERS,
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": BatchRequest.model_json_schema()},
-                "multipart/form-data": {"schema": BATCH_FORM},
-            },
-        },
-    },
+    **submit_docs(
+        BatchStatus,
+        "Invalid input; details name each field (items[3].image)",
+        BatchRequest.model_json_schema(),
+        BATCH_FORM,
+    ),
 )
 async def submit_batch(request: Request, jobs: Jobs, settings: AppSettings, caller: CallerOf) -> Any:
     """Submit a batch: one operation, shared parameters, and up to ATELIER_MAX_BATCH_ITEMS items.

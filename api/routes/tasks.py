@@ -27,7 +27,7 @@ from api.schemas import (
     SubmitResponse,
     TaskList,
 )
-from api.submitting import SUBMIT_HEADERS, job_end, note_rate_window, submit_once, waited
+from api.submitting import job_end, note_rate_window, submit_docs, submit_once, waited
 from jobs import WAIT_MAX
 from jobs.owners import MAX_LIST
 
@@ -43,30 +43,9 @@ def _seconds(text: str) -> float:
     "/submit/",
     status_code=202,
     response_model=SubmitResponse,
-    responses={
-        200: {
-            "model": StatusResponse,
-            "description": "With Prefer: wait=N, the final status of a job that ended within N s; with an "
-            "Idempotency-Key used before, the first answer again (header Idempotent-Replayed: true)",
-        },
-        400: {"model": ErrorResponse, "description": "Invalid input; details name each field"},
-        409: {"model": ErrorResponse, "description": "A submit with this Idempotency-Key is still in progress"},
-        422: {"model": ErrorResponse, "description": "This Idempotency-Key was used with another body"},
-        413: {"model": ErrorResponse},
-        415: {"model": ErrorResponse},
-        429: {"model": ErrorResponse, "description": "Over ATELIER_RATE_LIMIT; see the Retry-After header"},
-        **UNAVAILABLE,
-    },
-    openapi_extra={
-        "parameters": SUBMIT_HEADERS,
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": SubmitRequest.model_json_schema()},
-                "multipart/form-data": {"schema": SUBMIT_FORM},
-            },
-        },
-    },
+    **submit_docs(
+        StatusResponse, "Invalid input; details name each field", SubmitRequest.model_json_schema(), SUBMIT_FORM
+    ),
 )
 async def submit_task(request: Request, jobs: Jobs, settings: AppSettings, caller: CallerOf) -> Any:
     """Submit a job. JSON with base64 images, or multipart with image files."""
