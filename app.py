@@ -45,13 +45,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "batch API of a running studio (python app.py batch --help)",
     )
     parser.add_argument("command", nargs="?", choices=["serve", "download-models"], default="serve")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help="download-models: only these models (default: every engine's own)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (default 127.0.0.1)")
     parser.add_argument("--port", type=port_number, default=7860, help="Port to serve on (default 7860)")
     parser.add_argument("--no-workers", action="store_true", help="Serve the web app only (needs REDIS_URL)")
     parser.add_argument("--flower", action="store_true", help="Also start Flower (on 127.0.0.1 only)")
     parser.add_argument("--flower-port", type=port_number, default=5555)
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link (needs internet)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.names and args.command != "download-models":
+        parser.error(f"unrecognized arguments: {' '.join(args.names)}")
+    return args
 
 
 def free_port() -> int:
@@ -391,35 +397,75 @@ def open_share_link(port: int, timeout: float = 30.0) -> str | None:
     return None
 
 
-def download_models() -> int:
-    """Fetch every engine's weights ahead of time; returns the number of operations that failed."""
+def download_models(names: list[str] | None = None) -> int:
+    """Fetch models ahead of time (``names``, else every engine's default), with a progress bar each and
+    a summary; returns how many could not be fetched."""
     from pipelines import OPERATIONS
     from pipelines.base import PipelineError
+    from pipelines.downloads import megabytes
+    from pipelines.inventory import find_models
     from settings import get_settings
 
     settings = get_settings()
     print(f"Models folder: {settings.models_dir.resolve()}")
-    weight_free = [
-        f"{op.name} ({name})" for op in OPERATIONS.values() for name, engine in op.engines.items() if engine.weight_free
-    ]
-    print(f"The weight-free engines need no download: {', '.join(weight_free)}.")
-    failed = 0
-    for op in OPERATIONS.values():
-        downloads = [engine.download for engine in op.engines.values() if engine.download is not None]
-        if not downloads:
-            continue
-        print(f"{op.name}:", flush=True)
-        failures = 0
-        for download in downloads:
-            try:
-                for line in download(settings):
-                    print(f"  {line}", flush=True)
-            except PipelineError as exc:
-                failures += 1
-                print(f"  failed: {exc}", flush=True)
-        if failures:
-            failed += 1
-    return failed
+    print(f"Source: {settings.model_mirror or 'the public sources (ATELIER_MODEL_MIRROR is not set)'}")
+    try:
+        models = find_models(names or [], settings)
+    except PipelineError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if not names:
+        free = [f"{op.name} ({name})" for op in OPERATIONS.values() for name, e in op.engines.items() if e.weight_free]
+        print(f"The weight-free engines need no download: {', '.join(free)}.")
+    outcomes: dict[str, list[int]] = {"downloaded": [], "already there": [], "failed": []}
+    for model in models:
+        outcome, size = fetch_model(model, settings)
+        outcomes[outcome].append(size)
+    done = outcomes["downloaded"]
+    print(
+        f"Summary: {len(done)} downloaded ({megabytes(sum(done), sum(done))} MB), "
+        f"{len(outcomes['already there'])} already there, {len(outcomes['failed'])} failed.",
+        flush=True,
+    )
+    return len(outcomes["failed"])
+
+
+def fetch_model(model: Any, settings: Any) -> tuple[str, int]:
+    """One model of ``download-models``: ("downloaded" | "already there" | "failed", bytes on disk)."""
+    from tqdm import tqdm
+
+    from pipelines.base import PipelineError
+    from pipelines.downloads import Transfer, megabytes
+
+    size = f"{megabytes(model.size, model.size)} MB, " if model.size else ""
+    print(f"{model.name} — {size}{model.license}", flush=True)
+    found = model.location(settings)
+    if found is not None:
+        print(f"  already there: {found}", flush=True)
+        return "already there", 0
+    bars: list[tqdm] = []  # made on the first bytes: a download that fails at once draws none
+
+    def show(transfer: Transfer) -> None:
+        if not bars:
+            bars.append(tqdm(unit="B", unit_scale=True, file=sys.stderr))
+        bars[0].set_description_str(
+            f"  {transfer.name}" + (" (waiting for another download)" if transfer.waiting else "")
+        )
+        bars[0].total = transfer.total
+        bars[0].update(transfer.done - bars[0].n)
+
+    try:
+        path = model.fetch(settings, show)
+    except Exception as exc:  # the whole message: it says what failed and what to do
+        reason = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
+        print(f"  failed: {reason}", flush=True)
+        return "failed", 0
+    finally:
+        for bar in bars:
+            bar.close()
+    on_disk = model.size_on_disk(settings) or 0
+    print(f"  {path} ({megabytes(on_disk, on_disk)} MB)", flush=True)
+    return "downloaded", on_disk
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -430,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(batch_command.main(argv[1:]))
     args = parse_args(argv)
     if args.command == "download-models":
-        sys.exit(1 if download_models() else 0)
+        sys.exit(1 if download_models(args.names) else 0)
     else:
         serve(args)
 

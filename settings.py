@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # and the swapper file (models_dir/insightface/<face_swap_model>).
     face_analysis_pack: str = "buffalo_l"
     face_swap_model: str = "inswapper_128.onnx"
+    # Models: a job whose worker lacks weights downloads them first (auto_download); model_mirror,
+    # a base URL, replaces every public source: a file is fetched from <mirror>/<engine>/<filename>
+    # (Hub models go through HF_ENDPOINT instead).
+    auto_download: bool = True
+    model_mirror: str | None = None
 
     # A running job gets a SoftTimeLimitExceeded after job_time_limit seconds; the broker
     # redelivers an unacknowledged job after visibility_timeout, so it must be longer.
@@ -234,6 +239,14 @@ class Settings(BaseSettings):
     @property
     def admin_names(self) -> set[str]:
         return {name.strip() for name in (self.admins or "").split(",") if name.strip()}
+
+    @field_validator("model_mirror")
+    @classmethod
+    def _mirror(cls, value: str | None) -> str | None:
+        text = (value or "").strip().rstrip("/")
+        if text and not re.match(r"https?://[^/\s]+", text):
+            raise ValueError(f"ATELIER_MODEL_MIRROR must be an http:// or https:// base URL, got {value!r}")
+        return text or None
 
     @field_validator("queues")
     @classmethod

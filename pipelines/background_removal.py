@@ -6,6 +6,7 @@ Weights live in rembg's home, by default ATELIER_MODELS_DIR/rembg (U2NET_HOME, w
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from pipelines.base import (
     Stopwatch,
     engine_map,
 )
+from pipelines.downloads import FileModel, Model, Source
 from pipelines.models import cache_key, load_counts, load_once, onnx_providers
 from settings import Settings
 
@@ -36,22 +38,41 @@ from settings import Settings
 # The default, u2net, is Apache-2.0 and the fastest general model on a CPU (320×320 input);
 # isnet-general-use (Apache-2.0) has finer edges and birefnet-* (MIT) the best quality, at
 # several times the time. bria-rmbg (rembg's own default) is CC BY-NC 4.0: not for commercial use.
-REMBG_MODELS = (
-    "u2net",
-    "u2netp",
-    "u2net_human_seg",
-    "silueta",
-    "isnet-general-use",
-    "isnet-anime",
-    "birefnet-general",
-    "birefnet-general-lite",
-    "birefnet-portrait",
-    "birefnet-dis",
-    "birefnet-hrsod",
-    "birefnet-cod",
-    "birefnet-massive",
-    "bria-rmbg",
-)
+# Each: its file at rembg's release, the checksum rembg checks it with, its size in MB (approximate)
+# and its licence. The file is saved as <rembg home>/models/<name>/<name>.onnx, rembg's own layout.
+REMBG_RELEASE = "https://github.com/danielgatis/rembg/releases/download/v0.0.0"
+REMBG_FILES: dict[str, tuple[str, str, float, str]] = {
+    "u2net": ("u2net.onnx", "md5:60024c5c889badc19c04ad937298a77b", 176, "Apache-2.0"),
+    "u2netp": ("u2netp.onnx", "md5:8e83ca70e441ab06c318d82300c84806", 4.6, "Apache-2.0"),
+    "u2net_human_seg": ("u2net_human_seg.onnx", "md5:c09ddc2e0104f800e3e1bb4652583d1f", 176, "Apache-2.0"),
+    "silueta": ("silueta.onnx", "md5:55e59e0d8062d2f5d013f4725ee84782", 44, "Apache-2.0"),
+    "isnet-general-use": ("isnet-general-use.onnx", "md5:fc16ebd8b0c10d971d3513d564d01e29", 179, "Apache-2.0"),
+    "isnet-anime": ("isnet-anime.onnx", "md5:6f184e756bb3bd901c8849220a83e38e", 176, "Apache-2.0"),
+    "birefnet-general": ("BiRefNet-general-epoch_244.onnx", "md5:7a35a0141cbbc80de11d9c9a28f52697", 973, "MIT"),
+    "birefnet-general-lite": (
+        "BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx",
+        "md5:4fab47adc4ff364be1713e97b7e66334",
+        224,
+        "MIT",
+    ),
+    "birefnet-portrait": ("BiRefNet-portrait-epoch_150.onnx", "md5:c3a64a6abf20250d090cd055f12a3b67", 973, "MIT"),
+    "birefnet-dis": ("BiRefNet-DIS-epoch_590.onnx", "md5:2d4d44102b446f33a4ebb2e56c051f2b", 973, "MIT"),
+    "birefnet-hrsod": ("BiRefNet-HRSOD_DHU-epoch_115.onnx", "md5:c017ade5de8a50ff0fd74d790d268dda", 973, "MIT"),
+    "birefnet-cod": ("BiRefNet-COD-epoch_125.onnx", "md5:f6d0d21ca89d287f17e7afe9f5fd3b45", 973, "MIT"),
+    "birefnet-massive": (
+        "BiRefNet-massive-TR_DIS5K_TR_TEs-epoch_420.onnx",
+        "md5:33e726a2136a3d59eb0fdf613e31e3e9",
+        973,
+        "MIT",
+    ),
+    "bria-rmbg": (
+        "bria-rmbg-2.0.onnx",
+        "sha256:5b486f08200f513f460da46dd701db5fbb47d79b4be4b708a19444bcd4e79958",
+        1024,
+        "CC-BY-NC-4.0 (non-commercial)",
+    ),
+}
+REMBG_MODELS = tuple(REMBG_FILES)
 
 
 class BackgroundRemovalParameters(Parameters):
@@ -135,10 +156,41 @@ def require_model(model: str, home: Path) -> Path:
         raise ModelUnavailable(
             f"Background model {model!r} is not downloaded: {model}.onnx is not at {wanted} "
             f"(nor {home / f'{model}.onnx'}). "
-            f"Run `ATELIER_BACKGROUND_MODEL={model} python app.py download-models`, or put the file there "
+            f"Run `python app.py download-models {model}`, or put the file there "
             "(rembg's releases: https://github.com/danielgatis/rembg/releases)."
         )
     return path
+
+
+@dataclass(frozen=True, kw_only=True)
+class RembgModel(FileModel):
+    """One rembg network, in rembg's layout under its home (the flat layout of older versions counts too)."""
+
+    def target(self, settings: Settings) -> Path:
+        return rembg_home(settings) / "models" / self.name / f"{self.name}.onnx"
+
+    def location(self, settings: Settings) -> Path | None:
+        return model_file(self.name, rembg_home(settings))
+
+    def loaded_key(self, settings: Settings) -> str | None:
+        return session_key(self.name, settings)
+
+
+def rembg_models(settings: Settings) -> list[Model]:
+    models: list[Model] = []
+    for name, (file, checksum, megabytes, license) in REMBG_FILES.items():
+        algorithm, _, digest = checksum.partition(":")
+        source = Source("rembg", f"{name}.onnx", f"{REMBG_RELEASE}/{file}", **{algorithm: digest})
+        models.append(
+            RembgModel(
+                name=name,
+                license=license,
+                size=int(megabytes * 1e6),
+                default=name == settings.background_model,
+                source=source,
+            )
+        )
+    return models
 
 
 def _point_rembg_home(settings: Settings) -> Path:
@@ -163,8 +215,8 @@ def load_session(model: str, settings: Settings) -> Any:
     except Exception as exc:  # onnxruntime's own errors read like internals: say what to do instead
         raise ModelUnavailable(
             f"Background model {model!r} at {path} could not be loaded ({type(exc).__name__}); the file "
-            f"looks corrupt or incomplete: delete it and run `ATELIER_BACKGROUND_MODEL={model} "
-            "python app.py download-models`, or put a good copy there."
+            f"looks corrupt or incomplete: delete it and run `python app.py download-models {model}`, "
+            "or put a good copy there."
         ) from exc
 
 
@@ -230,29 +282,11 @@ class _ReportingSession:
         return masks
 
 
-def download(settings: Settings) -> list[str]:
-    """Fetch the default background model with rembg's own downloader."""
-    model = default_model(settings)
-    home = _point_rembg_home(settings)
-    existing = model_file(model, home)
-    if existing is not None:
-        return [f"{model}: {existing} (already there)"]
-    from rembg.sessions import sessions
-
-    try:
-        path = sessions[model].download_models()
-    except Exception as exc:  # pooch raises requests' errors, ValueError on a bad hash, ...
-        raise PipelineError(
-            f"could not download {model}.onnx into {home} ({type(exc).__name__}: {str(exc)[:200]}); "
-            "check the network or put the file there by hand"
-        ) from None
-    return [f"{model}: {path}"]
-
-
 class RembgEngine(Engine):
     """rembg's sessions; ``parameters.model`` picks the network (default ATELIER_BACKGROUND_MODEL)."""
 
     name = "rembg"
+    library = "rembg"
 
     def is_ready(self, settings: Settings) -> bool:
         try:
@@ -260,8 +294,12 @@ class RembgEngine(Engine):
         except PipelineError:  # ATELIER_BACKGROUND_MODEL names no rembg model
             return False
 
-    def download(self, settings: Settings) -> list[str]:
-        return download(settings)
+    def models(self, settings: Settings) -> list[Model]:
+        return rembg_models(settings)
+
+    def models_for(self, job: JobInput) -> list[Model]:
+        wanted = job.parameters.model or default_model(job.settings)
+        return [model for model in self.models(job.settings) if model.name == wanted]
 
     def run(self, job: JobInput, progress: Progress) -> JobOutput:
         return remove_background(job, progress)

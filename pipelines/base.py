@@ -6,12 +6,15 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.downloads import Model
 
 ImageField = Literal["image", "target_image", "mask", "style_image"]
 IMAGE_FIELDS: tuple[ImageField, ...] = ("image", "target_image", "mask", "style_image")
@@ -101,8 +104,8 @@ class Engine(ABC):
     """One way of doing an operation's work (rembg's sessions, IOPaint's model classes).
 
     An operation holds its engines in a mapping; the ``engine`` choices a user sees, the routing and
-    ``python app.py download-models`` are derived from it. Heavy libraries are imported inside the
-    methods, so the registry stays light to import.
+    the models (the workers' reports, downloads on first use, ``python app.py download-models``) are
+    derived from it. Heavy libraries are imported inside the methods, so the registry stays light to import.
     """
 
     name: ClassVar[str]
@@ -111,13 +114,20 @@ class Engine(ABC):
     queue: ClassVar[Queue | None] = None
     # True for engines with nothing to fetch at all (OpenCV, weights shipped in a pip package).
     weight_free: ClassVar[bool] = False
-    # ``python app.py download-models``: ``download(settings)`` fetches the weights into
-    # ATELIER_MODELS_DIR and returns one line per model saying what is where. None: nothing to fetch.
-    download: Callable[[Settings], list[str]] | None = None
+    # The package its work imports: the workers report whether it is installed (importlib.util.find_spec).
+    library: ClassVar[str | None] = None
 
     def is_ready(self, settings: Settings) -> bool:
         """Whether this engine can run here as configured (its weights are present). Cheap: loads nothing."""
         return True
+
+    def models(self, settings: Settings) -> list[Model]:
+        """Every model this engine can use under ``settings``, its default ones marked ``default``."""
+        return []
+
+    def models_for(self, job: JobInput) -> list[Model]:
+        """The models ``job`` needs: what a worker fetches first when they are missing (ATELIER_AUTO_DOWNLOAD)."""
+        return [model for model in self.models(job.settings) if model.default]
 
     @abstractmethod
     def run(self, job: JobInput, progress: Progress) -> JobOutput:
@@ -187,5 +197,8 @@ class Operation:
         return (chosen.queue if chosen is not None else None) or self.queue
 
     def run(self, job: JobInput, progress: Progress) -> JobOutput:
-        """Run ``job`` on the engine its parameters name (else the default engine)."""
-        return self.engine_for(job.parameters, job.settings).run(job, progress)
+        """Run ``job`` on the engine its parameters name (else the default engine), downloading the
+        models it needs first when they are missing here (ATELIER_AUTO_DOWNLOAD)."""
+        from pipelines.downloads import run_with_downloads
+
+        return run_with_downloads(self.engine_for(job.parameters, job.settings), job, progress)

@@ -120,8 +120,11 @@ def model_present(settings: Settings) -> bool:
     return isinstance(try_to_load_from_cache(model, "model_index.json", cache_dir=hub_cache(settings)), str)
 
 
-def locate_model(model: str, settings: Settings, download: bool = True, advice: str | None = None) -> str:
-    """The local folder holding ``model``, downloading it into the Hub cache when allowed and possible.
+def locate_model(
+    model: str, settings: Settings, download: bool | None = None, advice: str | None = None, tqdm_class: Any = None
+) -> str:
+    """The local folder holding ``model``, downloading it into the Hub cache when allowed (``download``,
+    default ATELIER_AUTO_DOWNLOAD) and possible; ``tqdm_class`` gets the download's progress.
 
     ``advice`` replaces the usual "how to provide it" of the error messages."""
     path = Path(model).expanduser()
@@ -146,23 +149,20 @@ def locate_model(model: str, settings: Settings, download: bool = True, advice: 
     except (OSError, ValueError):
         pass  # not cached (or only partly): fetch it, if the Hub can be reached at all
     reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_unreachable(constants.ENDPOINT)
-    if not download or reason:
+    if not (settings.auto_download if download is None else download) or reason:
         where = f"not in {cache}" + (f" and the Hugging Face Hub is unavailable: {reason}" if reason else "")
         raise ModelUnavailable(
             f"The generation model {model!r} is {where}. {advice or _how_to_provide(model, settings)}"
         )
+    from pipelines.hub import hub_progress
+
     try:
-        return str(DiffusionPipeline.download(model, cache_dir=cache))
+        with hub_progress(tqdm_class):
+            return str(DiffusionPipeline.download(model, cache_dir=cache))
+    except JobCancelled:
+        raise
     except Exception as exc:  # the Hub client raises many kinds; all mean the same here
         raise ModelUnavailable(f"Downloading the generation model {model!r} failed: {exc}") from exc
-
-
-def download_generation_model(settings: Settings) -> list[str]:
-    """``python app.py download-models``: fetch the generation model into the Hub cache."""
-    model = settings.generation_model
-    started = time.perf_counter()
-    folder = locate_model(model, settings, advice=DOWNLOAD_ADVICE)  # not "run download-models": this is it
-    return [f"{model}: {folder} ({time.perf_counter() - started:.1f} s)"]
 
 
 # -- the loaded model ------------------------------------------------------------------------------

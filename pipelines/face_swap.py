@@ -1,8 +1,10 @@
 """Swap faces with insightface: a detector + recognizer pack (buffalo_l) and the inswapper model.
 
-Layout under ATELIER_MODELS_DIR/insightface: ``models/<pack>/*.onnx`` (what FaceAnalysis reads;
-``python app.py download-models`` fetches it) and ``inswapper_128.onnx``, which insightface no
-longer distributes: it has to be fetched by hand. Both are licensed for non-commercial research.
+Layout under ATELIER_MODELS_DIR/insightface: ``models/<pack>/*.onnx`` (what FaceAnalysis reads,
+unpacked from ``<pack>.zip`` of insightface's releases on first use or by ``python app.py
+download-models``) and ``inswapper_128.onnx``, which insightface no longer distributes: it is put
+there by hand, or fetched from ATELIER_MODEL_MIRROR when one is set. Both are licensed for
+non-commercial research only.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,6 +33,7 @@ from pipelines.base import (
     Stopwatch,
     engine_map,
 )
+from pipelines.downloads import FileModel, Model, Source, ZipModel
 from pipelines.images import with_alpha_of
 from pipelines.models import cache_key, load_counts, load_once, onnx_device, onnx_providers
 from settings import Settings
@@ -38,6 +42,10 @@ log = logging.getLogger(__name__)
 
 # The files FaceAnalysis needs from a known pack (detector, recognizer); other packs: any *.onnx.
 PACK_FILES = {"buffalo_l": ("det_10g.onnx", "w600k_r50.onnx"), "buffalo_s": ("det_500m.onnx", "w600k_mbf.onnx")}
+PACK_RELEASE = "https://github.com/deepinsight/insightface/releases/download/v0.7"  # <pack>.zip, no checksum
+PACK_SIZES = {"buffalo_l": 288_600_000, "buffalo_s": 159_000_000}  # bytes of the zips, approximate
+SWAPPER_SIZE = 554_000_000
+INSIGHTFACE_LICENSE = "non-commercial research only (insightface)"
 SWAPPER_SOURCE = "https://huggingface.co/ezioruan/inswapper_128.onnx (one of its Hugging Face mirrors)"
 DETECTION_SIZE = (640, 640)
 
@@ -74,10 +82,11 @@ def require_models(root: Path, pack: str, swapper: str) -> None:
         return
     advice = []
     if missing_pack_files(root, pack):
-        advice.append(f"the {pack} pack: run `python app.py download-models` (insightface fetches it)")
+        advice.append(f"the {pack} pack: run `python app.py download-models {pack}`")
     if root / swapper in missing:
         advice.append(
-            f"{swapper}: insightface cannot download it; get it from {SWAPPER_SOURCE} and put it at {root / swapper}"
+            f"{swapper}: insightface no longer distributes it; get it from {SWAPPER_SOURCE} and put it at "
+            f"{root / swapper} (or serve it from ATELIER_MODEL_MIRROR as <mirror>/insightface/{swapper})"
         )
     raise ModelUnavailable(
         f"Face swap needs model files that are missing: {', '.join(str(path) for path in missing)}. "
@@ -238,48 +247,64 @@ def swap_one(swapper: Any, image: np.ndarray, face: Any, source: Any) -> None:
     image[top:bottom, left:right] = swapper.get(patch, local, source, paste_back=True)
 
 
-def download(settings: Settings) -> list[str]:
-    """Fetch the detector pack with insightface's downloader; the swapper can only be explained."""
-    root = insightface_root(settings)
-    pack = settings.face_analysis_pack
-    swapper = root / settings.face_swap_model
-    by_hand = (
-        ""
-        if swapper.is_file()
-        else f"; and {swapper.name} cannot be downloaded by insightface: "
-        f"get it from {SWAPPER_SOURCE} and put it at {swapper}"
-    )
-    if missing_pack_files(root, pack):
-        from insightface.utils.storage import download as download_pack
+@dataclass(frozen=True, kw_only=True)
+class PackModel(ZipModel):
+    """insightface's detector + recognizer pack, unpacked into ``models/<pack>/``."""
 
-        try:
-            with _quiet():
-                download_pack("models", pack, force=True, root=str(root))
-        except Exception as exc:  # requests' errors, a bad zip, ...
-            raise PipelineError(
-                f"could not download the insightface pack {pack} into {root / 'models' / pack} "
-                f"({type(exc).__name__}: {str(exc)[:200]}); check the network or unzip {pack}.zip there by hand"
-                + by_hand
-            ) from None
-    lines = [f"{pack}: {root / 'models' / pack}"]
-    if not swapper.is_file():
-        raise PipelineError(
-            f"{lines[0]} is ready, but {swapper.name} cannot be downloaded by insightface: "
-            f"get it from {SWAPPER_SOURCE} and put it at {swapper}"
-        )
-    return [*lines, f"{swapper.stem}: {swapper}"]
+    def target(self, settings: Settings) -> Path:
+        return insightface_root(settings) / "models" / self.name
+
+    def location(self, settings: Settings) -> Path | None:
+        folder = self.target(settings)
+        return None if missing_pack_files(insightface_root(settings), self.name) else folder
+
+    def loaded_key(self, settings: Settings) -> str | None:
+        return analysis_key(settings)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwapperModel(FileModel):
+    """The inswapper model: no public source, so ``manual`` unless ATELIER_MODEL_MIRROR serves it."""
+
+    def target(self, settings: Settings) -> Path:
+        return insightface_root(settings) / settings.face_swap_model
+
+    def loaded_key(self, settings: Settings) -> str | None:
+        return swapper_key(settings)
+
+
+def face_models(settings: Settings) -> list[Model]:
+    pack, swapper = settings.face_analysis_pack, settings.face_swap_model
+    return [
+        PackModel(
+            name=pack,
+            license=INSIGHTFACE_LICENSE,
+            size=PACK_SIZES.get(pack),
+            default=True,
+            source=Source("insightface", f"{pack}.zip", f"{PACK_RELEASE}/{pack}.zip"),
+        ),
+        SwapperModel(
+            name=Path(swapper).stem,
+            license=INSIGHTFACE_LICENSE,
+            size=SWAPPER_SIZE if swapper == "inswapper_128.onnx" else None,
+            default=True,
+            source=Source("insightface", swapper, None),
+            hint=f"get it from {SWAPPER_SOURCE}",
+        ),
+    ]
 
 
 class InsightFaceEngine(Engine):
     """insightface's detector + recognizer pack and the inswapper model."""
 
     name = "insightface"
+    library = "insightface"
 
     def is_ready(self, settings: Settings) -> bool:
         return not missing_files(insightface_root(settings), settings.face_analysis_pack, settings.face_swap_model)
 
-    def download(self, settings: Settings) -> list[str]:
-        return download(settings)
+    def models(self, settings: Settings) -> list[Model]:
+        return face_models(settings)
 
     def run(self, job: JobInput, progress: Progress) -> JobOutput:
         return swap_faces(job, progress)

@@ -11,13 +11,14 @@ from pipelines.base import Engine, JobInput, JobOutput, Operation, Parameters, P
 from pipelines.diffusion import (
     ENGINE,
     StepProgress,
-    download_generation_model,
     generators,
     load_with_progress,
     model_present,
     random_seed,
     run_pipeline,
 )
+from pipelines.downloads import Model
+from pipelines.hub import generation_model
 from pipelines.png_info import sampler_name
 from settings import Settings
 
@@ -103,12 +104,13 @@ class DiffusersEngine(Engine):
     """Text to image on the shared diffusion model; its download also serves the other diffusion engines."""
 
     name = ENGINE
+    library = "diffusers"
 
     def is_ready(self, settings: Settings) -> bool:
         return model_present(settings)
 
-    def download(self, settings: Settings) -> list[str]:
-        return download_generation_model(settings)
+    def models(self, settings: Settings) -> list[Model]:
+        return [generation_model(settings)]
 
     def run(self, job: JobInput, progress: Progress) -> JobOutput:
         return generate_image(job, progress)

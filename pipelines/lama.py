@@ -9,10 +9,6 @@ pixels are pasted back, so everything else stays byte for byte the original.
 
 from __future__ import annotations
 
-import hashlib
-import sys
-import urllib.error
-import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines.base import JobInput, JobOutput, ModelUnavailable, PipelineError, Progress, Stopwatch, no_progress
+from pipelines.downloads import FileModel, Model, Source
 from pipelines.images import with_alpha_of
 from pipelines.inpainting import InpaintEngine, rgb_array
 from pipelines.models import cache_key, load_counts, load_once, torch_device
@@ -30,6 +27,7 @@ from settings import Settings
 LAMA_FILE = "lama/big-lama.pt"
 LAMA_URL = "https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt"
 LAMA_MD5 = "e3aa4aaa15225a33ec84f9f4bc47e500"  # IOPaint's checksum of that release file
+LAMA_SIZE = 205_700_000  # bytes, approximate
 PAD_MODULO = 8
 # IOPaint's defaults: photos longer than CROP_TRIGGER px are inpainted crop by crop, each crop
 # being a mask region's bounding box grown by CROP_MARGIN px of context on every side.
@@ -71,7 +69,7 @@ def lama_key(settings: Settings) -> str:
 
 def how_to_get(path: Path) -> str:
     return (
-        f"download big-lama.pt from {LAMA_URL} (or run `python app.py download-models`) "
+        f"download big-lama.pt from {LAMA_URL} (or run `python app.py download-models big-lama`) "
         f"and put it at {path}, or use engine 'telea'"
     )
 
@@ -224,54 +222,41 @@ def inpaint_lama(
     return LamaResult(result, crops, sizes)
 
 
-def download_lama(settings: Settings, url: str = LAMA_URL, expected_md5: str | None = LAMA_MD5) -> list[str]:
-    """Fetch big-lama.pt into the models folder (``python app.py download-models``)."""
-    path = lama_path(settings)
-    if path.is_file():
-        return [f"LaMa: {path} is already there"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    digest = hashlib.md5(usedforsecurity=False)
-    done = 0
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response, partial.open("wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            reported = -1
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                tenth = done * 10 // total if total else -1
-                if tenth > reported:
-                    reported = tenth
-                    print(f"  big-lama.pt: {done >> 20} of {total >> 20} MiB", file=sys.stderr, flush=True)
-    except (urllib.error.URLError, OSError) as exc:
-        partial.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or exc
-        raise PipelineError(
-            f"Could not download big-lama.pt from {url} ({reason}); fetch it on a machine with internet access "
-            f"and put it at {path}"
-        ) from None
-    if expected_md5 and digest.hexdigest() != expected_md5:
-        partial.unlink(missing_ok=True)
-        raise PipelineError(
-            f"big-lama.pt from {url} has checksum {digest.hexdigest()}, expected {expected_md5}: a broken download; "
-            "try again"
-        )
-    partial.replace(path)  # atomic: a worker never sees half a file
-    return [f"LaMa: {url} → {path} ({done >> 20} MiB)"]
+@dataclass(frozen=True, kw_only=True)
+class LamaWeights(FileModel):
+    """big-lama.pt, at ATELIER_LAMA_MODEL or models_dir/lama/big-lama.pt."""
+
+    def target(self, settings: Settings) -> Path:
+        return lama_path(settings)
+
+    def location(self, settings: Settings) -> Path | None:
+        path = lama_path(settings)
+        return path if path.is_file() else None
+
+    def loaded_key(self, settings: Settings) -> str | None:
+        return lama_key(settings)
+
+
+LAMA_WEIGHTS = LamaWeights(
+    name="big-lama",
+    license="Apache-2.0",
+    size=LAMA_SIZE,
+    default=True,
+    source=Source("lama", "big-lama.pt", LAMA_URL, md5=LAMA_MD5),
+)
 
 
 class LamaEngine(InpaintEngine):
     """LaMa on ``big-lama.pt``: object removal's default engine wherever its weights are."""
 
     name = "lama"
+    library = "torch"
 
     def is_ready(self, settings: Settings) -> bool:
         return lama_path(settings).is_file()
 
-    def download(self, settings: Settings) -> list[str]:
-        return download_lama(settings)
+    def models(self, settings: Settings) -> list[Model]:
+        return [LAMA_WEIGHTS]
 
     def inpaint(self, job: JobInput, mask: np.ndarray, progress: Progress) -> JobOutput:
         image = job.images["image"]

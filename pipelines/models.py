@@ -16,6 +16,8 @@ T = TypeVar("T")
 _models: dict[str, Any] = {}
 _lock = threading.Lock()
 load_counts: Counter[str] = Counter()
+# Called with each key once its model is loaded: a worker records what its processes hold (tasks/models.py).
+load_hooks: list[Callable[[str], None]] = []
 
 
 def load_once(key: str, loader: Callable[[], T]) -> T:
@@ -24,6 +26,8 @@ def load_once(key: str, loader: Callable[[], T]) -> T:
         if key not in _models:
             _models[key] = loader()
             load_counts[key] += 1
+            for hook in load_hooks:
+                hook(key)
         model: T = _models[key]
         return model
 

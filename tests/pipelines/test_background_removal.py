@@ -10,15 +10,16 @@ import pytest
 from PIL import Image, ImageDraw
 
 from pipelines.background_removal import (
+    OPERATION,
     REMBG_MODELS,
     BackgroundRemovalParameters,
-    download,
+    RembgEngine,
     rembg_home,
     remove_background,
     require_model,
     session_key,
 )
-from pipelines.base import JobInput, ModelUnavailable, PipelineError
+from pipelines.base import JobInput, ModelUnavailable
 from pipelines.models import load_counts, load_once
 from settings import get_settings
 from tests.support.tiny_onnx import build_background_model, build_rembg_models
@@ -188,17 +189,39 @@ def test_require_model_accepts_both_layouts(tmp_path: Any) -> None:
     assert require_model("silueta", tmp_path) == tmp_path / "silueta.onnx"
 
 
-def test_download_reports_a_present_model() -> None:
-    lines = download(get_settings())
-    assert lines == [f"u2net: {rembg_home(get_settings()) / 'u2net.onnx'} (already there)"]
+def test_every_model_is_declared_with_its_file_source_and_licence() -> None:
+    settings = get_settings()
+    models = RembgEngine().models(settings)
+    assert [model.name for model in models] == list(REMBG_MODELS)
+    assert [model.name for model in models if model.default] == ["u2net"]
+    u2net, birefnet = models[0], models[REMBG_MODELS.index("birefnet-general")]
+    assert u2net.target(settings) == rembg_home(settings) / "models" / "u2net" / "u2net.onnx"  # rembg's layout
+    assert u2net.location(settings) == rembg_home(settings) / "u2net.onnx"  # the flat one counts too
+    assert u2net.source.url == "https://github.com/danielgatis/rembg/releases/download/v0.0.0/u2net.onnx"
+    assert birefnet.source.file == "birefnet-general.onnx" and birefnet.license == "MIT"
+    assert birefnet.size == 973_000_000 and birefnet.source.md5 == "7a35a0141cbbc80de11d9c9a28f52697"
 
 
-def test_download_failure_is_a_clear_pipeline_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rembg.sessions import sessions
+def test_a_missing_model_downloads_on_first_use(
+    picture: Image.Image, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the mirror (a loopback server), into rembg's layout, then the job runs on it."""
+    import hashlib
 
-    def offline(*args: Any, **kwargs: Any) -> str:
-        raise ConnectionError("Failed to resolve 'github.com'")
+    from pipelines.base import JobInput
+    from tests.support.mirror import serving_mirror
 
-    monkeypatch.setattr(sessions["silueta"], "download_models", offline)
-    with pytest.raises(PipelineError, match=r"could not download silueta.onnx into .*ConnectionError"):
-        download(get_settings().model_copy(update={"background_model": "silueta"}))
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "home"))  # loading points rembg there; restored after
+    tiny = build_background_model(tmp_path / "u2netp.onnx").read_bytes()
+    with serving_mirror() as mirror:
+        mirror.put("rembg/u2netp.onnx", tiny)
+        mirror.put("rembg/u2netp.onnx.sha256", hashlib.sha256(tiny).hexdigest().encode())  # not rembg's own file
+        settings = get_settings().model_copy(update={"rembg_home": tmp_path / "home", "model_mirror": mirror.url})
+        steps: list[tuple[float, str]] = []
+        job = JobInput(
+            images={"image": picture}, parameters=BackgroundRemovalParameters(model="u2netp"), settings=settings
+        )
+        output = OPERATION.run(job, lambda fraction, message, preview=None: steps.append((fraction, message)))
+    assert (tmp_path / "home" / "models" / "u2netp" / "u2netp.onnx").read_bytes() == tiny
+    assert any(message.startswith("Downloading u2netp.onnx") for _, message in steps)
+    assert output.metadata["model"] == "u2netp" and steps[-1] == (1.0, "Background removed")

@@ -16,8 +16,8 @@ from PIL import Image
 from pipelines.base import JobInput, ModelUnavailable, PipelineError
 from pipelines.face_swap import (
     FaceSwapParameters,
+    InsightFaceEngine,
     analysis_key,
-    download,
     insightface_root,
     load_analysis,
     load_swapper,
@@ -189,14 +189,19 @@ def test_missing_files_fail_fast_naming_each(tmp_path: Any) -> None:
     assert "download-models" not in str(caught.value)  # only the hand-fetched file is missing
 
 
-def test_download_with_the_pack_present_explains_the_swapper() -> None:
-    root = insightface_root(get_settings())
-    assert download(get_settings()) == [
-        f"buffalo_l: {root / 'models' / 'buffalo_l'}",
-        f"inswapper_128: {root / 'inswapper_128.onnx'}",
-    ]
-    with pytest.raises(PipelineError, match=r"buffalo_l: .* is ready, but not-here.onnx cannot be downloaded"):
-        download(get_settings().model_copy(update={"face_swap_model": "not-here.onnx"}))
+def test_models_are_the_pack_and_the_swapper_which_has_no_public_source() -> None:
+    settings = get_settings()
+    pack, swapper = InsightFaceEngine().models(settings)
+    root = insightface_root(settings)
+    assert (pack.name, pack.location(settings)) == ("buffalo_l", root / "models" / "buffalo_l")
+    assert pack.download_kind(settings) == "auto"
+    assert pack.source.url == "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
+    assert (swapper.name, swapper.location(settings)) == ("inswapper_128", root / "inswapper_128.onnx")
+    assert swapper.download_kind(settings.model_copy(update={"model_mirror": None})) == "manual"
+    assert swapper.download_kind(settings) == "auto"  # a mirror may serve it
+    elsewhere = settings.model_copy(update={"face_swap_model": "not-here.onnx", "model_mirror": None})
+    with pytest.raises(PipelineError, match=r"not-here.onnx has no public download; get it from .*Put it at"):
+        InsightFaceEngine().models(elsewhere)[1].fetch(elsewhere, lambda transfer: None)
 
 
 def test_swapping_in_the_face_neighbourhood_matches_insightfaces_full_frame_paste(

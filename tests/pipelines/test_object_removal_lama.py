@@ -8,9 +8,6 @@ the engine point ``lama_model`` at it.
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +16,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 from pipelines.base import JobInput, ModelUnavailable, PipelineError
-from pipelines.lama import LAMA_URL, crop_boxes, download_lama, get_lama, inpaint_lama, lama_key
+from pipelines.lama import LAMA_URL, LAMA_WEIGHTS, crop_boxes, get_lama, inpaint_lama, lama_key
 from pipelines.models import load_counts
 from pipelines.object_removal import OPERATION, ObjectRemovalParameters, mask_array, remove_object
 from settings import Settings, get_settings
+from tests.support.mirror import dead_address, serving_mirror
 from tests.support.tiny_lama import build_tiny_lama
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
@@ -257,54 +255,36 @@ def test_a_model_with_the_wrong_io_is_a_readable_error(tmp_path: Path, photo: Im
     assert "\n" not in str(error.value)
 
 
-# -- download-models -------------------------------------------------------------------------------
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
-    """A loopback HTTP server offering a fake big-lama.pt (tests never touch the network)."""
-    payload = b"fake weights " * 100_000
-    (tmp_path / "big-lama.pt").write_bytes(payload)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(tmp_path), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/big-lama.pt", payload
-    finally:
-        server.shutdown()
+# -- downloads -------------------------------------------------------------------------------------
+def test_the_weights_are_declared_with_their_source_and_checksum(tmp_path: Path) -> None:
+    settings = with_lama(None, models_dir=tmp_path)
+    assert (
+        LAMA_WEIGHTS.target(settings) == tmp_path / "lama" / "big-lama.pt" and LAMA_WEIGHTS.location(settings) is None
+    )
+    assert LAMA_WEIGHTS.source.url == LAMA_URL and LAMA_WEIGHTS.source.md5 == "e3aa4aaa15225a33ec84f9f4bc47e500"
+    assert (LAMA_WEIGHTS.name, LAMA_WEIGHTS.license, LAMA_WEIGHTS.default) == ("big-lama", "Apache-2.0", True)
 
 
-def test_download_puts_the_file_in_place(tmp_path: Path, served: tuple[str, bytes]) -> None:
-    url, payload = served
-    settings = with_lama(None, models_dir=tmp_path / "models")
-    lines = download_lama(settings, url, hashlib.md5(payload).hexdigest())
-    target = tmp_path / "models" / "lama" / "big-lama.pt"
-    assert target.read_bytes() == payload and str(target) in lines[0]
-    assert list(target.parent.iterdir()) == [target]  # no .part left behind
-    assert "already there" in download_lama(settings, url)[0]
+def test_a_lama_job_downloads_big_lama_on_first_use(
+    tmp_path: Path, tiny_lama: Path, photo: Image.Image, mask: Image.Image
+) -> None:
+    """From the mirror (a loopback server) into the models folder, then the job runs on it."""
+    payload = tiny_lama.read_bytes()
+    with serving_mirror() as mirror:
+        mirror.put("lama/big-lama.pt", payload)
+        mirror.put("lama/big-lama.pt.sha256", hashlib.sha256(payload).hexdigest().encode())  # not IOPaint's file
+        settings = with_lama(None, models_dir=tmp_path, model_mirror=mirror.url)
+        _, metadata, reports = run(photo, mask, settings, engine="lama")
+    assert (tmp_path / "lama" / "big-lama.pt").read_bytes() == payload and metadata["engine"] == "lama"
+    assert any(message.startswith("Downloading big-lama.pt") for _, message in reports)
 
 
-def test_a_broken_download_leaves_nothing(tmp_path: Path, served: tuple[str, bytes]) -> None:
-    url, _ = served
-    settings = with_lama(tmp_path / "lama" / "big-lama.pt")
-    with pytest.raises(PipelineError, match="checksum"):
-        download_lama(settings, url, "0" * 32)
-    with pytest.raises(PipelineError, match=r"Could not download .*big-lama\.pt"):
-        download_lama(settings, url.replace("big-lama.pt", "missing.pt"))
-    assert list((tmp_path / "lama").iterdir()) == []
-
-
-def test_offline_download_is_a_clear_error(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as sock:  # a loopback port nobody listens on: refused at once
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with pytest.raises(PipelineError, match="Could not download") as error:
-        download_lama(with_lama(tmp_path / "big-lama.pt"), f"http://127.0.0.1:{port}/big-lama.pt")
-    assert str(tmp_path / "big-lama.pt") in str(error.value) and not (tmp_path / "big-lama.pt").exists()
+def test_offline_the_job_fails_with_the_usual_advice_and_the_reason(
+    tmp_path: Path, photo: Image.Image, mask: Image.Image
+) -> None:
+    with dead_address() as url, pytest.raises(ModelUnavailable) as error:
+        run(photo, mask, with_lama(None, models_dir=tmp_path, model_mirror=url), engine="lama")
+    message = str(error.value)
+    assert "download-models" in message and "use engine 'telea'" in message
+    assert f"The download on first use failed: Could not download big-lama.pt from {url}/lama/big-lama.pt" in message
+    assert not (tmp_path / "lama" / "big-lama.pt").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from pydantic import Field, ValidationError
 
 from pipelines import OPERATIONS
 from pipelines.base import Engine, JobInput, JobOutput, Operation, Parameters, Progress, engine_choice, engine_map
+from pipelines.downloads import Model, OnTransfer, Transfer
 from pipelines.object_removal import TeleaEngine
 from pipelines.validation import validate_parameters
 from settings import Settings, get_settings
@@ -23,14 +25,30 @@ from tasks.celery_app import queue_for
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@dataclass(frozen=True, kw_only=True)
+class SketchModel(Model):
+    """The stand-in engine's weights: "downloaded" by writing a file."""
+
+    def location(self, settings: Settings) -> Path | None:
+        path = settings.models_dir / "sketch.onnx"
+        return path if path.is_file() else None
+
+    def fetch(self, settings: Settings, on_transfer: OnTransfer) -> Path:
+        path = settings.models_dir / "sketch.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 2_500_000)
+        on_transfer(Transfer("sketch.onnx", 2_500_000, 2_500_000))
+        return path
+
+
 class SketchEngine(Engine):
     """A stand-in engine added to a mapping: one class and one line in the mapping."""
 
     name = "sketch"
     queue = "gpu"
 
-    def download(self, settings: Settings) -> list[str]:
-        return [f"sketch: {settings.models_dir / 'sketch.onnx'}"]
+    def models(self, settings: Settings) -> list[Model]:
+        return [SketchModel(name="sketch", license="MIT", size=2_500_000, default=True)]
 
     def run(self, job: JobInput, progress: Progress) -> JobOutput:
         progress(1.0, "Sketched")
@@ -132,16 +150,28 @@ def test_the_default_engine_is_the_first_that_can_run_here() -> None:
         Operation(name="none", queue="cpu", title="None", parameters=DemoParameters, engines={})
 
 
-def test_download_models_calls_each_engines_download(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+def test_download_models_fetches_each_engines_models(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     import pipelines
     from app import download_models
 
     monkeypatch.setattr(pipelines, "OPERATIONS", {"demo": DEMO})
+    (get_settings().models_dir / "sketch.onnx").unlink(missing_ok=True)
     assert download_models() == 0
     out = capsys.readouterr().out.splitlines()
     models = get_settings().models_dir
-    assert out[1] == "The weight-free engines need no download: demo (telea)."
-    assert out[2:] == ["demo:", f"  sketch: {models / 'sketch.onnx'}"]
+    assert out[2] == "The weight-free engines need no download: demo (telea)."
+    assert out[3:] == [
+        "sketch — 2.5 MB, MIT",
+        f"  {models / 'sketch.onnx'} (2.5 MB)",
+        "Summary: 1 downloaded (2.5 MB), 0 already there, 0 failed.",
+    ]
+    assert download_models(["sketch"]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"  already there: {models / 'sketch.onnx'}",
+        "Summary: 0 downloaded (0 MB), 1 already there, 0 failed.",
+    ]
+    assert download_models(["sketch", "nope"]) == 1
+    assert "Unknown model 'nope'; available: sketch" in capsys.readouterr().err
 
 
 def test_the_registry_imports_no_heavy_library() -> None:
