@@ -15,7 +15,7 @@ from fastapi_offline import FastAPIOffline
 from access import RateLimitHeaders, RequireAuth
 from api.errors import add_handlers
 from api.fallback import fallback_router
-from api.routes import batches, catalogue, health, png_info, tasks
+from api.routes import batches, catalogue, health, models, png_info, tasks
 from jobs import JobClient, get_client
 from settings import Settings, get_settings
 
@@ -35,7 +35,7 @@ def create_api(job_client: Callable[[], JobClient] = get_client, settings: Setti
     app.state.job_client = job_client
     app.state.settings = settings
     app.state.stopping = lambda: False  # app.run_web points it at uvicorn's exit flag: long polls end at once
-    routers = [resource.router for resource in (tasks, batches, png_info, catalogue, health)]
+    routers = [resource.router for resource in (tasks, batches, png_info, catalogue, models, health)]
     for router in [*routers, fallback_router(routers)]:  # the fallbacks last: they answer what no route takes
         app.include_router(router)
     add_handlers(app)
