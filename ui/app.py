@@ -8,7 +8,7 @@ import gradio as gr
 
 from jobs import JobClient, get_client, operations_by_queue
 from settings import get_settings
-from ui import background, batch_api, face_swap, generate, history, object_removal, png_info, style, tasks
+from ui import background, batch_api, face_swap, generate, history, models, object_removal, png_info, style, tasks
 from ui.chain import Rendered, wire_sending
 from ui.common import caller
 
@@ -80,7 +80,7 @@ def build_ui() -> gr.Blocks:
             status = gr.HTML(elem_id="atelier-header")
         recent = gr.BrowserState([], storage_key="atelier-recent-jobs")
         rendered: dict[str, Rendered] = {}
-        with gr.Tabs(elem_id="studio-tabs") as tabs:
+        with models.collecting() as marks, gr.Tabs(elem_id="studio-tabs") as tabs:
             for title, task_type, render in TABS:
                 with gr.Tab(title, id=task_type, elem_id=f"tab-{task_type}"):
                     rendered[task_type] = render()
@@ -88,6 +88,9 @@ def build_ui() -> gr.Blocks:
                 info = png_info.render()
             with gr.Tab("Tasks", id="tasks", elem_id="tab-tasks"):
                 table = tasks.render(recent)
+            with gr.Tab("Models", id="models", elem_id="tab-models") as models_tab:
+                models.render(models_tab)
+        models.wire_marks(demo, marks)  # the tabs' choices that no live worker can run yet
         batch_api.render()
         wire_sending(tabs, rendered)
         png_info.wire_send(info, tabs, rendered["image_generation"].targets)

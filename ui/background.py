@@ -11,6 +11,7 @@ from ui.batch import files_section
 from ui.chain import Rendered
 from ui.common import job_controls
 from ui.endpoints import Submission, endpoints
+from ui.models import mark
 
 EXAMPLES = [["assets/examples/chelsea.jpg"], ["assets/examples/rocket.jpg"]]
 
@@ -39,6 +40,7 @@ def render() -> Rendered:
             image = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"])
             models = list(background_models())
             model = gr.Dropdown(models, value=defaults["model"], label="Model", allow_custom_value=True)
+            mark(model, "background_removal", "model", models)  # "birefnet-general — downloads on first use"
             with gr.Row():
                 matting = gr.Checkbox(defaults["alpha_matting"], label="Alpha matting (finer hair and edges)")
                 only_mask = gr.Checkbox(defaults["only_mask"], label="Only the mask")

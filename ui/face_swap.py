@@ -8,6 +8,7 @@ from ui.batch import files_section
 from ui.chain import Rendered
 from ui.common import job_controls, unchecked, whole
 from ui.endpoints import Submission, endpoints
+from ui.models import mark
 
 EXAMPLES = [["assets/examples/astronaut.jpg", "assets/examples/astronaut.jpg", -1]]
 
@@ -44,6 +45,7 @@ def render() -> Rendered:
                     label="Face to replace (-1 = all faces, 0 = leftmost)",
                 )
             )
+            mark(gr.Markdown(visible=False, elem_classes="models-note"), "face_swap", "note")  # what no worker has
         with gr.Column():
             controls = job_controls("face_swap")
     inputs = [source, target, face_index]

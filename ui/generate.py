@@ -11,6 +11,7 @@ from ui.batch import prompts_section
 from ui.chain import Rendered
 from ui.common import job_controls, unchecked, whole
 from ui.endpoints import Submission, endpoints
+from ui.models import mark
 
 SIZES = {
     "Square 512×512": (512, 512),
@@ -73,6 +74,7 @@ def render() -> Rendered:
                 )
                 dice = gr.Button("Random seed", scale=1, min_width=60)
                 count = unchecked(gr.Slider(1, 4, value=defaults["num_images"], step=1, label="Images", scale=3))
+            mark(gr.Markdown(visible=False, elem_classes="models-note"), "image_generation", "note")
         with gr.Column():
             controls = job_controls("image_generation")
     inputs = [prompt, negative, width, height, steps, guidance, seed, count]

@@ -15,6 +15,7 @@ from ui.batch import files_section
 from ui.chain import Rendered
 from ui.common import job_controls, unchecked, whole
 from ui.endpoints import Submission, endpoints
+from ui.models import mark
 
 EXAMPLES = [
     [{"background": "assets/examples/coffee.jpg", "layers": [], "composite": None}, "assets/examples/coffee_mask.png"]
@@ -123,6 +124,7 @@ def render() -> Rendered:
             with gr.Row():
                 choices = ["auto", *engines("object_removal")]
                 engine = gr.Dropdown(choices, value=api.defaults["engine"], label="Engine")
+                mark(engine, "object_removal", "engine", choices)  # "lama — downloads on first use (206 MB)"
                 dilate = unchecked(gr.Slider(0, 64, value=api.defaults["dilate"], step=1, label="Grow the mask (px)"))
         with gr.Column():
             controls = job_controls("object_removal")

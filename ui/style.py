@@ -12,6 +12,7 @@ from ui.batch import files_section
 from ui.chain import Rendered
 from ui.common import job_controls, unchecked
 from ui.endpoints import Submission, endpoints
+from ui.models import mark
 
 THUMBNAILS = Path(__file__).resolve().parent.parent / "assets" / "styles"
 EXAMPLES = [["assets/examples/coffee.jpg", "starry-night"], ["assets/examples/astronaut.jpg", "mosaic"]]
@@ -63,6 +64,7 @@ def render() -> Rendered:
             with gr.Row():
                 strength = unchecked(gr.Slider(0, 1, value=api.defaults["strength"], step=0.05, label="Strength"))
                 engine = gr.Radio(list(engines("style_transfer")), value=api.defaults["engine"], label="Engine")
+                mark(engine, "style_transfer", "engine", engines("style_transfer"))
             preserve = gr.Checkbox(api.defaults["preserve_color"], label="Keep the photo's colours")
         with gr.Column():
             controls = job_controls("style_transfer")
