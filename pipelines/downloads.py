@@ -77,7 +77,7 @@ def megabytes(value: int, scale: int) -> str:
     """``value`` in MB (10^6 bytes, as release pages count), with decimals only for small ``scale``s."""
     if not scale:
         return "0"
-    digits = 0 if scale >= 100e6 else 1 if scale >= 1e6 else 2
+    digits = 0 if scale >= 10e6 else 1 if scale >= 1e6 else 2
     return f"{value / 1e6:.{digits}f}"
 
 

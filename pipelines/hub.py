@@ -82,7 +82,7 @@ def hub_license(settings: Settings) -> str:
     if card is not None and card.is_file():
         found = LICENSE_LINE.findall(card.read_text(errors="replace")[:4000])
         if found:
-            return found[-1].strip()  # license_name, when present, names an "other" licence
+            return str(found[-1]).strip()  # license_name, when present, names an "other" licence
     return "see its model card" if folder.is_dir() else f"see https://huggingface.co/{model}"
 
 
@@ -101,7 +101,7 @@ def transfer_tqdm(name: str, on_transfer: OnTransfer) -> type:
 
     report = Throttled(on_transfer)
 
-    class TransferBar(tqdm):  # type: ignore[misc, type-arg]  # tqdm ships no types
+    class TransferBar(tqdm):  # type: ignore[misc]  # tqdm ships no types
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["file"] = _NoOutput()
             self.counts_bytes = kwargs.get("unit") == "B" and kwargs.get("desc") != "Downloading bytes"
@@ -125,10 +125,11 @@ def hub_progress(tqdm_class: type | None) -> Iterator[None]:
         return
     from diffusers.pipelines import pipeline_utils
 
+    namespace = vars(pipeline_utils)  # the module's globals: where its DiffusionPipeline.download looks the name up
     with _patching:
-        original = pipeline_utils.snapshot_download
-        pipeline_utils.snapshot_download = functools.partial(original, tqdm_class=tqdm_class)
+        original = namespace["snapshot_download"]
+        namespace["snapshot_download"] = functools.partial(original, tqdm_class=tqdm_class)
         try:
             yield
         finally:
-            pipeline_utils.snapshot_download = original
+            namespace["snapshot_download"] = original
