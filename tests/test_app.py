@@ -253,3 +253,30 @@ def test_the_supervisor_restarts_a_dead_child_with_its_back_off(monkeypatch: pyt
     assert [restarts for restarts, _ in asked[:2]] == [0, 1] and child.restarts >= 1
     assert all(0 <= lived < 60 for _, lived in asked)
     assert not supervisor.thread.is_alive()
+
+
+def test_download_models_fetches_the_named_ones_with_progress_and_a_summary(tmp_path: Path) -> None:
+    """From a loopback mirror: one downloaded (a progress bar), one missing there (its whole message)."""
+    import hashlib
+
+    from tests.support.mirror import serving_mirror
+
+    payload = b"weights" * 20_000
+    env = {key: value for key, value in os.environ.items() if key != "U2NET_HOME"}
+    with serving_mirror() as mirror:
+        mirror.put("rembg/u2netp.onnx", payload, pieces=3, delay=0.1)
+        mirror.put("rembg/u2netp.onnx.sha256", hashlib.sha256(payload).hexdigest().encode())
+        env |= {"ATELIER_MODELS_DIR": str(tmp_path), "ATELIER_MODEL_MIRROR": mirror.url}
+        result = subprocess.run(
+            [sys.executable, "app.py", "download-models", "u2netp", "big-lama"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines()[2:] == [
+        "u2netp — 4.6 MB, Apache-2.0",
+        f"  {tmp_path / 'rembg' / 'models' / 'u2netp' / 'u2netp.onnx'} (0.14 MB)",
+        "big-lama — 206 MB, Apache-2.0",
+        f"  failed: Could not download big-lama.pt from {mirror.url}/lama/big-lama.pt: HTTP 404 Not Found",
+        "Summary: 1 downloaded (0.14 MB), 0 already there, 1 failed.",
+    ]
+    assert "u2netp.onnx: 100%" in result.stderr and "Downloading data from" not in result.stdout + result.stderr
