@@ -46,8 +46,13 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     generation_model: str = "stabilityai/sd-turbo"
     # Diffusion (generation, diffusion style and inpainting share one loaded model). auto: float16
-    # on CUDA, float32 on the CPU. Slicing and CPU offload trade speed for memory on small GPUs.
+    # on CUDA; on the CPU bfloat16 where it has native support (avx512_bf16 or AMX), else float32.
+    # Slicing and CPU offload trade speed for memory on small GPUs.
     generation_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # The autoencoder that turns latents into pixels (and photos into latents): auto = on the CPU the
+    # tiny one of the model's family (madebyollin/taesd, taesdxl) when its weights are here, else the
+    # model's own VAE; full = always the model's own; or a Hub id or folder of an AutoencoderTiny.
+    generation_decoder: str = "auto"
     attention_slicing: bool = False
     cpu_offload: bool = False
     # LaMa (object removal): big-lama.pt, by default models_dir/lama/big-lama.pt; a crop longer

@@ -8,11 +8,17 @@ Weights come from the folder, else the Hub cache under ``models_dir/huggingface`
 well under a second with a message that says how to provide them, instead of the Hub client's
 retries (about 20 s here, unbounded behind a firewall that drops packets).
 
+On the CPU the model runs in bfloat16 where the CPU has native support for it, and decodes (and
+encodes) with the tiny autoencoder of its family (TAESD) when its weights are here: a 512² one-step
+image takes about 4 s on 2 cores instead of about 30 s (BENCHMARKS.md, "Generation on a CPU").
+
 torch and diffusers are imported inside the functions: the web process imports this module.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
 import random
@@ -28,6 +34,7 @@ from urllib.parse import urlsplit
 from PIL import Image, ImageFilter
 
 from pipelines.base import JobCancelled, ModelUnavailable, PipelineError, Progress, Stopwatch
+from pipelines.downloads import DownloadFailed, DownloadKind, Model, OnTransfer
 from pipelines.images import with_alpha_of
 from pipelines.models import cache_key, load_counts, load_once, torch_device
 from settings import Settings
@@ -37,6 +44,12 @@ if TYPE_CHECKING:
     import torch
 
 ENGINE = "diffusers"
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags of CPUs with native bfloat16
+# The tiny autoencoders (TAESD, MIT) by model family; one file each, about 10 MB.
+TINY_DECODERS = {"sd": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
+TINY_DECODER_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+TINY_DECODER_BYTES = 9_800_000
+FULL_DECODER = "full"
 HUB_PROBE_SECONDS = 3.0
 PREVIEW_EVERY = 0.25  # seconds between new step previews: at most ~4 a second
 MAX_WORKING_SIDE = 768  # img2img and inpainting run at most this large, then scale back
@@ -61,6 +74,7 @@ def pipeline_key(settings: Settings) -> str:
         settings.models_dir,
         settings.device,
         settings.generation_dtype,
+        settings.generation_decoder,
         settings.attention_slicing,
         settings.cpu_offload,
     )
@@ -165,14 +179,189 @@ def locate_model(
         raise ModelUnavailable(f"Downloading the generation model {model!r} failed: {exc}") from exc
 
 
+# -- the decoder: the model's own VAE, or a tiny autoencoder (TAESD) -------------------------------
+# On 2 CPU cores the full SD VAE takes ~20 s to decode 512² (float32), TAESD ~0.5 s (bfloat16). TAESD's
+# pictures are slightly softer; on a GPU the full VAE costs little, so ``auto`` keeps it there.
+PIPELINE_FAMILIES = {
+    **dict.fromkeys(("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
+                     "LatentConsistencyModelPipeline", "LatentConsistencyModelImg2ImgPipeline"), "sd"),
+    **dict.fromkeys(("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
+                     "StableDiffusionXLInpaintPipeline"), "sdxl"),
+}  # fmt: skip
+DECODER_RETRY_SECONDS = 600.0  # a failed fetch of a tiny decoder is not tried again sooner in this process
+_decoder_fetch_failed: dict[str, float] = {}
+
+
+def model_family(settings: Settings) -> str | None:
+    """``sd`` (Stable Diffusion 1.x/2.x) or ``sdxl``, from the pipeline class in the model's
+    model_index.json (before its download, guessed from its name); None for families whose latents
+    TAESD does not read (SD3, Flux...)."""
+    from pipelines.hub import HubModel
+
+    folder = HubModel(name=settings.generation_model, license="").location(settings)
+    if folder is None:
+        return "sdxl" if "xl" in settings.generation_model.lower() else "sd"
+    try:
+        pipeline = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return PIPELINE_FAMILIES.get(str(pipeline))
+
+
+def decoder_setting(settings: Settings) -> str:
+    return settings.generation_decoder.strip() or "auto"
+
+
+def tiny_decoder_name(settings: Settings) -> str | None:
+    """The AutoencoderTiny ATELIER_GENERATION_DECODER names (a Hub id or a folder; ``auto``: the model
+    family's TAESD), or None for the model's own VAE."""
+    choice = decoder_setting(settings)
+    if choice == FULL_DECODER:
+        return None
+    return TINY_DECODERS.get(model_family(settings) or "") if choice == "auto" else choice
+
+
+def tiny_decoder_location(name: str, settings: Settings) -> Path | None:
+    """The folder holding the tiny decoder ``name`` (its folder, or its files in the Hub cache); None while missing."""
+    path = Path(name).expanduser()
+    if path.is_dir() or _looks_like_path(name):
+        return path if (path / "config.json").is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = [try_to_load_from_cache(name, file, cache_dir=hub_cache(settings)) for file in TINY_DECODER_FILES]
+    except ValueError:  # not a valid Hub id
+        return None
+    return Path(found[0]).parent if all(isinstance(file, str) for file in found) else None  # type: ignore[arg-type]
+
+
+def decoder_for(settings: Settings, device: str) -> str | None:
+    """The tiny decoder a load uses, or None for the model's own VAE. ``auto`` takes the family's TAESD on
+    the CPU when it is here; a decoder named in the setting is always used."""
+    name = tiny_decoder_name(settings)
+    if name is not None and decoder_setting(settings) == "auto":
+        return name if device == "cpu" and tiny_decoder_location(name, settings) is not None else None
+    return name
+
+
+def _missing_decoder(name: str, settings: Settings) -> str:
+    if _looks_like_path(name) or Path(name).expanduser().is_dir():
+        return (
+            f"The decoder folder {name} does not exist or has no config.json. Set ATELIER_GENERATION_DECODER to a "
+            "folder saved with AutoencoderTiny.save_pretrained(), to a Hub id such as madebyollin/taesd, or to auto "
+            "or full (the model's own VAE)."
+        )
+    return (
+        f"The decoder {name!r} is not in {hub_cache(settings)}. Run `python app.py download-models` on a machine "
+        "with network access, or set ATELIER_GENERATION_DECODER to auto or full (the model's own VAE)."
+    )
+
+
+def load_tiny_decoder(name: str, settings: Settings, dtype: torch.dtype) -> Any:
+    """The AutoencoderTiny ``name`` in ``dtype``; ModelUnavailable when it is missing or is none."""
+    folder = tiny_decoder_location(name, settings)
+    if folder is None:
+        raise ModelUnavailable(_missing_decoder(name, settings))
+    from diffusers import AutoencoderTiny
+
+    try:
+        return AutoencoderTiny.from_pretrained(str(folder), dtype=dtype, local_files_only=True)  # type: ignore[no-untyped-call]
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(
+            f"The decoder {name!r} could not be loaded from {folder} as an AutoencoderTiny: {exc}"
+        ) from exc
+
+
+@dataclass(frozen=True, kw_only=True)
+class TinyDecoder(Model):
+    """ATELIER_GENERATION_DECODER's AutoencoderTiny: a Hub id (its two files fetched into the Hub cache)
+    or a folder, which is never fetched."""
+
+    def download_kind(self, settings: Settings) -> DownloadKind:
+        return "manual" if _looks_like_path(self.name) or Path(self.name).expanduser().is_dir() else "auto"
+
+    def location(self, settings: Settings) -> Path | None:
+        return tiny_decoder_location(self.name, settings)
+
+    def fetch(self, settings: Settings, on_transfer: OnTransfer) -> Path:
+        found = self.location(settings)
+        if found is not None:
+            return found
+        if self.download_kind(settings) == "manual":
+            raise ModelUnavailable(_missing_decoder(self.name, settings))
+        from huggingface_hub import constants, snapshot_download
+
+        from pipelines.hub import transfer_tqdm
+
+        # A CPU worker without the Hub would otherwise probe it again before each job (auto falls back to the full VAE).
+        if time.monotonic() - _decoder_fetch_failed.get(self.name, -math.inf) < DECODER_RETRY_SECONDS:
+            raise DownloadFailed(f"Downloading the decoder {self.name!r} failed a moment ago; not trying again yet")
+        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else hub_unreachable(constants.ENDPOINT)
+        try:
+            if reason:
+                raise DownloadFailed(f"the Hugging Face Hub is unavailable: {reason}")
+            snapshot_download(self.name, cache_dir=hub_cache(settings), allow_patterns=list(TINY_DECODER_FILES),
+                              tqdm_class=transfer_tqdm(self.name, on_transfer))  # fmt: skip
+            found = self.location(settings)
+            if found is None:
+                raise DownloadFailed(f"it has no {' and '.join(TINY_DECODER_FILES)}: is it an AutoencoderTiny?")
+        except JobCancelled:
+            raise
+        except Exception as exc:  # the Hub client raises many kinds; all mean the same here
+            _decoder_fetch_failed[self.name] = time.monotonic()
+            raise DownloadFailed(f"Downloading the decoder {self.name!r} failed: {exc}") from exc
+        return found
+
+
+def decoder_models(settings: Settings) -> list[Model]:
+    """The tiny decoder the diffusion engines may use. Fetched on first use and by download-models where
+    it will be used: always when named, with ``auto`` on CPU machines."""
+    from pipelines.inventory import device
+
+    name = tiny_decoder_name(settings)
+    if name is None:
+        return []
+    taesd = name in TINY_DECODERS.values()
+    used = decoder_setting(settings) != "auto" or device(settings) == "cpu"
+    return [
+        TinyDecoder(
+            name=name,
+            license="MIT" if taesd else "see its model card",
+            size=TINY_DECODER_BYTES if taesd else None,
+            default=used,
+        )
+    ]
+
+
 # -- the loaded model ------------------------------------------------------------------------------
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them; none where there is no /proc/cpuinfo."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether the CPU computes in bfloat16 natively (AVX512-BF16 or AMX). Elsewhere bfloat16 is emulated
+    and slower than float32."""
+    return bool(cpu_flags() & BF16_FLAGS)
+
+
 def torch_dtype(settings: Settings, device: str) -> torch.dtype:
-    """settings.generation_dtype as torch's dtype (auto: fp16 on CUDA, fp32 on the CPU)."""
+    """settings.generation_dtype as torch's dtype (auto: float16 on CUDA; on the CPU bfloat16 where it is
+    native, float32 elsewhere)."""
     import torch
 
     dtype_name = settings.generation_dtype
     if dtype_name == "auto":
-        dtype_name = "float16" if device == "cuda" else "float32"
+        dtype_name = "float16" if device == "cuda" else "bfloat16" if native_bf16() else "float32"
     dtype: torch.dtype = getattr(torch, dtype_name)
     return dtype
 
@@ -185,6 +374,7 @@ class DiffusionModel:
     name: str
     device: str
     dtype: str
+    decoder: str  # "full" (the model's own VAE) or the tiny decoder's Hub id or folder
     folder: str
     load_seconds: float
     cache_key: str
@@ -215,6 +405,7 @@ class DiffusionModel:
             "model": self.name,
             "device": self.device,
             "dtype": self.dtype,
+            "decoder": self.decoder,
             "model_loads_in_process": load_counts[self.cache_key],
         }
 
@@ -225,10 +416,13 @@ def _load(settings: Settings, key: str) -> DiffusionModel:
     device = torch_device(settings)
     dtype = torch_dtype(settings, device)
     folder = locate_model(model, settings)
+    decoder = decoder_for(settings, device)
+    # A tiny decoder replaces the VAE before the load, so the full one is not even read.
+    components = {"vae": load_tiny_decoder(decoder, settings, dtype)} if decoder else {}
     from diffusers import AutoPipelineForText2Image
 
     try:
-        pipe = AutoPipelineForText2Image.from_pretrained(folder, dtype=dtype, local_files_only=True)  # type: ignore[no-untyped-call]
+        pipe = AutoPipelineForText2Image.from_pretrained(folder, dtype=dtype, local_files_only=True, **components)  # type: ignore[no-untyped-call]
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(f"The generation model {model!r} could not be loaded from {folder}: {exc}") from exc
     if settings.attention_slicing:
@@ -238,8 +432,23 @@ def _load(settings: Settings, key: str) -> DiffusionModel:
     else:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    check_latents(pipe, decoder)
     dtype_name = str(dtype).removeprefix("torch.")
-    return DiffusionModel(pipe, model, device, dtype_name, folder, time.perf_counter() - started, key)
+    seconds = time.perf_counter() - started
+    return DiffusionModel(pipe, model, device, dtype_name, decoder or FULL_DECODER, folder, seconds, key)
+
+
+def check_latents(pipe: Any, decoder: str | None) -> None:
+    """A tiny decoder made for another latent space (TAESD3 for an SD 2 model, say) is refused, not run."""
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if not decoder or denoiser is None:
+        return
+    channels, made = pipe.vae.config.latent_channels, denoiser.config.out_channels
+    if channels != made:
+        raise ModelUnavailable(
+            f"The decoder {decoder!r} reads {channels}-channel latents but the model makes {made}; "
+            "set ATELIER_GENERATION_DECODER to auto, full or a matching AutoencoderTiny"
+        )
 
 
 def load_model(settings: Settings) -> DiffusionModel:

@@ -11,6 +11,7 @@ from pipelines.base import Engine, JobInput, JobOutput, Operation, Parameters, P
 from pipelines.diffusion import (
     ENGINE,
     StepProgress,
+    decoder_models,
     generators,
     load_with_progress,
     model_present,
@@ -110,7 +111,7 @@ class DiffusersEngine(Engine):
         return model_present(settings)
 
     def models(self, settings: Settings) -> list[Model]:
-        return [generation_model(settings)]
+        return [generation_model(settings), *decoder_models(settings)]
 
     def run(self, job: JobInput, progress: Progress) -> JobOutput:
         return generate_image(job, progress)

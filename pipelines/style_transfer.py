@@ -27,7 +27,7 @@ from pipelines.base import (
     engine_choice,
     engine_map,
 )
-from pipelines.diffusion import model_present, restyle
+from pipelines.diffusion import decoder_models, model_present, restyle
 from pipelines.downloads import Builtin, Model
 from pipelines.hub import generation_model
 from pipelines.models import cache_key, load_counts, load_once, onnx_device
@@ -156,7 +156,7 @@ class DiffusionStyleEngine(Engine):
         return model_present(settings)
 
     def models(self, settings: Settings) -> list[Model]:
-        return [generation_model(settings)]
+        return [generation_model(settings), *decoder_models(settings)]
 
     def run(self, job: JobInput, progress: Progress) -> JobOutput:
         params: StyleTransferParameters = job.parameters

@@ -13,7 +13,15 @@ from PIL import Image, ImageDraw
 
 from pipelines import OPERATIONS
 from pipelines.base import JobInput, ModelUnavailable, PipelineError
-from pipelines.diffusion import StepProgress, hub_unreachable, latents_preview, load_model, locate_model, pipeline_key
+from pipelines.diffusion import (
+    StepProgress,
+    hub_unreachable,
+    latents_preview,
+    load_model,
+    locate_model,
+    native_bf16,
+    pipeline_key,
+)
 from pipelines.image_generation import ImageGenerationParameters, generate_image
 from pipelines.models import load_counts
 from pipelines.object_removal import ObjectRemovalParameters, remove_object
@@ -73,7 +81,8 @@ def test_metadata_names_engine_model_and_timings(tiny_sd: Path) -> None:
     meta = output.metadata
     assert meta["engine"] == "diffusers"
     assert meta["model"] == str(tiny_sd)
-    assert meta["device"] == "cpu" and meta["dtype"] == "float32"
+    assert meta["device"] == "cpu" and meta["dtype"] == ("bfloat16" if native_bf16() else "float32")
+    assert meta["decoder"] == "full"  # no TAESD in the test models folder: the model's own VAE
     assert set(meta["timings"]) == {"load", "run"} and meta["timings"]["run"] > 0
     assert meta["steps"] == 2
     assert output.prompt_used == "a lighthouse at dusk"

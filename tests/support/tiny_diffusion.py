@@ -125,3 +125,44 @@ def build_tiny_pipeline(path: Path, seed: int = 0) -> Path:
 
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def build_tiny_autoencoder(path: Path, seed: int = 0) -> Path:
+    """Save a tiny random ``AutoencoderTiny`` (TAESD's kind and layout: config.json and
+    diffusion_pytorch_model.safetensors) at ``path``; skip if present. Four blocks: 8× like SD's VAE."""
+    if (path / "config.json").exists():
+        return path
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    autoencoder = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-taesd-", dir=path.parent))
+    autoencoder.save_pretrained(staging, safe_serialization=True)
+    try:
+        staging.rename(path)
+    except OSError:  # someone else finished first
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def put_in_hub_cache(folder: Path, cache: Path, repo: str, commit: str = "0" * 40) -> Path:
+    """Copy ``folder``'s files into the Hub cache ``cache`` the way the Hub client lays out a download of
+    ``repo`` (refs/main → snapshots/<commit>/), so lookups in the cache find them with no network."""
+    import shutil
+
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / commit
+    shutil.copytree(folder, snapshot, dirs_exist_ok=True)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    return snapshot
