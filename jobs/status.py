@@ -141,6 +141,51 @@ def start_estimate(position: int, workers: int, typical: float, running: Sequenc
     return (left + (position - 1) * typical) / workers
 
 
+class StartCountdown:
+    """A steady "starts in about N s" for one waiting client, from the estimates of successive polls.
+
+    Each poll's estimate moves with the running jobs' pace: shown as it comes, it counts
+    6 → 7 → 9 → 10 → 1. Here each estimate is turned into a start time, smoothed, and counted down
+    by the clock: the number shown never goes up by less than a real change (a third more and at
+    least 5 s), and is rounded coarser the further off the start is.
+    """
+
+    SMOOTHING = 0.3  # weight of a new estimate's start time
+
+    def __init__(self) -> None:
+        self.start: float | None = None  # the smoothed start time (the clock's seconds)
+        self.shown: int | None = None
+
+    def seconds(self, eta: float | None, now: float) -> int | None:
+        """Seconds to show for an estimate of ``eta`` seconds made at ``now``; None: no estimate."""
+        if eta is None:
+            self.start = self.shown = None
+            return None
+        start = now + eta
+        self.start = start if self.start is None else self.start + self.SMOOTHING * (start - self.start)
+        left = steady_seconds(max(0.0, self.start - now))
+        if self.shown is None or left <= self.shown or left >= self.shown + max(5, self.shown / 3):
+            self.shown = left
+        return self.shown
+
+
+def steady_seconds(seconds: float) -> int:
+    """Whole seconds under 10 (at least 1), then fives under a minute, then whole minutes."""
+    if seconds < 10:
+        return max(1, round(seconds))
+    if seconds < 60:
+        return int(5 * round(seconds / 5))
+    return int(60 * round(seconds / 60))
+
+
+def queued_message(status: JobStatus, seconds: int | None) -> str:
+    """A queued job's message with ``seconds`` (a :class:`StartCountdown`'s) as its start estimate."""
+    place = status.message.split(STARTS_IN)[0]
+    if seconds is None:
+        return place
+    return place + STARTS_IN + (f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s")
+
+
 def _make(
     task_id: str, record: Mapping[str, str], state: JobState, progress: int, message: str, **extra: Any
 ) -> JobStatus:

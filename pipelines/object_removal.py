@@ -33,6 +33,8 @@ from pipelines.lama import LamaEngine
 from settings import Settings
 
 DIFFUSION_PROMPT = "background"  # what the diffusion engine paints when the job has no prompt
+NO_LAMA = "LaMa's weights are not installed"
+FALLBACK_NOTE = f"Done with the basic engine (OpenCV) — {NO_LAMA}"  # the result's metadata, the page's status
 
 
 def inpaint_telea(image: Image.Image, mask: np.ndarray, radius: int) -> Image.Image:
@@ -54,11 +56,15 @@ class TeleaEngine(InpaintEngine):
         return [Builtin(name="opencv-telea", license="Apache-2.0", library="cv2", default=True)]
 
     def inpaint(self, job: JobInput, mask: np.ndarray, progress: Progress) -> JobOutput:
-        progress(0.1, "Removing object with OpenCV (Telea)")
+        # Chosen by "auto" because LaMa cannot run here: the job says so, not just "Done".
+        fallback = job.parameters.engine is None and not LamaEngine().is_ready(job.settings)
+        progress(0.1, "Removing object with OpenCV (Telea)" + (f" — {NO_LAMA}" if fallback else ""))
         watch = Stopwatch()
         result = inpaint_telea(job.images["image"], mask, job.parameters.radius)
         progress(1.0, "Object removed")
         metadata = {"engine": self.name, "masked_pixels": int(mask.sum()), "timings": watch.lap("run")}
+        if fallback:
+            metadata["fallback"] = {"instead_of": "lama", "reason": NO_LAMA, "note": FALLBACK_NOTE}
         return JobOutput(image=result, metadata=metadata)
 
 

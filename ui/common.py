@@ -6,10 +6,14 @@ import asyncio
 import base64
 import contextlib
 import html
+import inspect
+import logging
+import math
+import re
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -28,19 +32,25 @@ from jobs import (
     ServiceUnavailable,
     get_client,
 )
+from jobs.status import JobStatus, StartCountdown, queued_message
 from settings import get_settings
+from ui.uploads import read, upload_of
 
 if TYPE_CHECKING:
     from jobs.owners import Caller
     from ui.endpoints import Endpoints
 
-# Poll fast at first (small jobs finish in milliseconds), then back off: progress stays fresh
-# (≤ 0.2 s) without one waiting user costing Redis more than 5 reads a second.
+log = logging.getLogger("atelier.ui")
+# A waiting page is woken by the job's own publications (progress, the end) and at least once a
+# second for its countdown; without a listener to spare, it polls (10 ms at first: small jobs
+# finish in milliseconds; then at most 5 reads a second).
 POLL_FIRST, POLL_MAX = 0.01, 0.2
+WAKE_EVERY = 1.0
 RESULTS = Path(tempfile.gettempdir()) / "atelier-results"
 UNREACHABLE = "Redis is unreachable, so jobs cannot be submitted or followed right now. Try again in a moment."
 
 C = TypeVar("C", gr.Slider, gr.Number)
+DONE_NAMES = {"background_removal": "no-background", "object_removal": "object-removed", "face_swap": "face-swap"}
 # (result image path, task id, status message), as every `T` endpoint streams them.
 Update = tuple[str | None, str, str]
 
@@ -60,30 +70,58 @@ def whole(value: Any) -> Any:
     return int(value) if is_number and float(value).is_integer() else value
 
 
-def explain(details: dict[str, list[str]]) -> str:
-    return "Invalid input — " + "; ".join(f"{field}: {' '.join(messages)}" for field, messages in details.items())
+def explain(details: Mapping[str, list[str]], labels: Mapping[str, str] | None = None) -> str:
+    """The job system's field errors in one line; with a tab's ``labels`` (field → its widget's
+    label), in the tab's words: "Source face is required; Width must be a multiple of 8 (got 500)"."""
+    if not labels:
+        return "Invalid input — " + "; ".join(f"{field}: {' '.join(messages)}" for field, messages in details.items())
+    return "; ".join(worded(field, message, labels) for field, messages in details.items() for message in messages)
+
+
+def worded(field: str, message: str, labels: Mapping[str, str]) -> str:
+    """One field error as a tab says it: its label for the field name it starts with, "is required"
+    without the operation's internal name, other fields' names as the tab labels them."""
+    name = field.removeprefix("parameters.")
+    label = labels.get(name) or labels.get(field)
+    if label is None:
+        return f"{field}: {message}"
+    message = re.sub(r" for [a-z_]+$", "", message) if " is required for " in message else message
+    head, _, rest = message.partition(" ")
+    text = f"{label} {rest}" if head.lower() == name.lower() else f"{label}: {message}"
+    for other, other_label in labels.items():  # "(parameters.style) or a style_image": the tab's names
+        text = text.replace(f"parameters.{other}", f"“{other_label}”")
+        if "_" in other:
+            text = re.sub(rf"\b{other}\b", other_label.lower(), text)
+    return text
+
+
+def from_api() -> bool:
+    """Whether the event being served comes from gradio_client (a script), not the page."""
+    from gradio.context import LocalContext
+
+    request = LocalContext.request.get(None)
+    return request is not None and (request.headers or {}).get("x-gradio-user") == "api"
 
 
 def error(message: str, title: str = "Error") -> gr.Error:
-    """A pop-up error. Gradio renders its text as HTML, so text from users is escaped (quotes stay:
+    """A pop-up error for a user's mistake: one line in the server log, no traceback (those are for
+    real failures). Gradio renders its text as HTML, so text from users is escaped (quotes stay:
     they are harmless in text, and scripts reading the message through gradio_client see them)."""
-    return gr.Error(html.escape(message, quote=False), title=title)
+    log.info("%s: %s", title, message[:300])
+    return gr.Error(html.escape(message, quote=False), title=title, print_exception=False)
 
 
 def submit(
     task_type: str,
     *,
     prompt: str | None = None,
-    images: dict[str, Any],
+    images: Mapping[str, Any],
     parameters: dict[str, Any],
     then: Any = None,
+    labels: Mapping[str, str] | None = None,
 ) -> str:
     """Submit a job (a chain with ``then``'s follow-up steps); raise ``gr.Error`` with the field errors
-    for bad input. Returns the task id."""
-    files = {}
-    for name, value in images.items():
-        if value:
-            files[name] = Path(value).read_bytes() if isinstance(value, str) else value
+    (in the tab's ``labels``) for bad input. Returns the task id."""
     fields: dict[str, Any] = {"task_type": task_type, "parameters": parameters}
     if prompt is not None:
         fields["prompt"] = prompt
@@ -91,19 +129,25 @@ def submit(
         fields["then"] = then
     client = get_client()
     try:
+        files = {name: read(upload_of(value)) or b"" for name, value in images.items() if value}
         admit(client)
         return client.submit(fields, files, caller(client)).task_id  # the event's caller owns the job
     except RateLimited as exc:
-        raise gr.Error(str(exc), title="Too many requests") from None
+        raise gr.Error(str(exc), title="Too many requests", print_exception=False) from None
     except InvalidSubmission as exc:
-        raise error(explain(exc.details), title="Invalid input") from None
+        raise refused(exc, labels) from None
     except ServiceUnavailable:
         raise unreachable() from None
 
 
+def refused(exc: InvalidSubmission, labels: Mapping[str, str] | None = None) -> gr.Error:
+    """The page's error for a submission the job system refused, worded with the tab's labels."""
+    return error(explain(exc.details, labels), title="Check the inputs" if labels else "Invalid input")
+
+
 def unreachable() -> gr.Error:
     """The page's error when Redis cannot be reached (the job client's ServiceUnavailable)."""
-    return gr.Error(UNREACHABLE, title="Service unavailable")
+    return gr.Error(UNREACHABLE, title="Service unavailable", print_exception=False)
 
 
 def _requester() -> tuple[str | None, Mapping[str, str], str | None] | None:
@@ -137,17 +181,30 @@ def caller(client: JobClient) -> Caller | None:
     return client.caller(*requester) if requester is not None else None
 
 
-def save_result(task_id: str, who: Caller | None = None) -> str:
+def save_result(task_id: str, who: Caller | None = None, stem: str | None = None) -> str:
     """Write the job's PNG where Gradio may serve it from, and return the path (``who``: the caller
-    it must be visible to; another owner's job is :class:`JobNotFound`)."""
-    _, _, png = get_client().result(task_id, who)
-    RESULTS.mkdir(exist_ok=True)
-    now = time.time()
-    for old in RESULTS.glob("*.png"):  # Gradio keeps its own copy; ours only bridges the hand-over
-        with contextlib.suppress(FileNotFoundError):  # concurrent jobs clean up the same old files
-            if now - old.stat().st_mtime > 3600:
-                old.unlink(missing_ok=True)
-    return publish(f"{task_id}.png", png)
+    it must be visible to; another owner's job is :class:`JobNotFound`). The file is named for a
+    download after the photo (``stem``) and what was done: ``photo-style-mosaic.png``."""
+    _, result, png = get_client().result(task_id, who)
+    return publish(f"{task_id}/{download_name(result, stem)}", png)
+
+
+def download_name(result: Mapping[str, Any], stem: str | None = None) -> str:
+    """``photo-style-mosaic.png``, ``chelsea-no-background.png``, ``a-lighthouse-at-dusk-seed-7.png``:
+    the photo's name (or the prompt's first words) and the operation that made the result."""
+    metadata = result.get("metadata") or {}
+    operation, parameters = metadata.get("operation"), metadata.get("parameters") or {}
+    if operation == "image_generation":
+        stem = stem or " ".join(str(result.get("prompt_used") or "image").split()[:6])
+        done = f"seed-{metadata['seed']}" if isinstance(metadata.get("seed"), int) else ""
+    elif operation == "style_transfer":
+        done = f"style-{parameters['style']}" if parameters.get("style") else "style"
+    elif operation == "background_removal" and parameters.get("only_mask"):
+        done = "mask"
+    else:
+        done = DONE_NAMES.get(str(operation), "result")
+    words = re.sub(r"[^a-z0-9]+", "-", f"{stem or ''} {done}".lower()).strip("-")
+    return f"{words[:80].rstrip('-') or 'result'}.png"
 
 
 def publish(name: str, data: bytes | IO[bytes]) -> str:
@@ -159,7 +216,8 @@ def publish(name: str, data: bytes | IO[bytes]) -> str:
     RESULTS.mkdir(exist_ok=True)
     sweep(get_settings().result_ttl)
     path = RESULTS / name
-    with tempfile.NamedTemporaryFile(dir=RESULTS, prefix=f".{name}.", delete=False) as staging:
+    path.parent.mkdir(exist_ok=True)  # one folder per job: its file keeps a name fit for a download
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as staging:
         staging_path = Path(staging.name)
         try:
             if isinstance(data, bytes):
@@ -189,23 +247,59 @@ def sweep(max_age: float, every: float = 60.0) -> None:
     for path in RESULTS.iterdir():
         with contextlib.suppress(OSError):  # another process swept it first
             if now - path.stat().st_mtime > max_age:
-                path.unlink()
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
-    """Poll the job until it ends, reporting progress; the image on success, ``gr.Error`` on failure.
+class ProgressBar:
+    """The page's progress bar, from submit to end: while queued, the place and a steady start
+    estimate (:class:`jobs.status.StartCountdown`); then the engine's progress, moving on between an
+    engine's reports (a single-step engine reports 20 %, then nothing until it is done) but never
+    past the next 100 % nor backwards."""
+
+    CREEP = 3.0  # seconds over which the bar covers most of the way from a report towards 95 %
+
+    def __init__(self, progress: gr.Progress) -> None:
+        self.progress = progress
+        self.countdown = StartCountdown()
+        self.reported: tuple[float, float] | None = None  # (fraction, when)
+        self.shown = 0.0
+
+    def show(self, status: JobStatus) -> str:
+        """Update the bar for ``status``; the message for the status box."""
+        now = time.monotonic()
+        if status.status == JobState.PENDING:
+            message = queued_message(status, self.countdown.seconds(status.eta_seconds, now))
+            self.progress(0.0, desc=message)
+            return message
+        fraction = status.progress / 100
+        if self.reported is None or fraction != self.reported[0]:
+            self.reported = (fraction, now)
+        reported, since = self.reported
+        creeping = reported + (0.95 - reported) * 0.5 * (1 - math.exp(-(now - since) / self.CREEP))
+        self.shown = max(self.shown, reported, min(creeping, 0.95))
+        self.progress(self.shown, desc=status.message)
+        return status.message
+
+    def done(self) -> None:
+        self.progress(1.0, desc="Done")
+
+
+async def follow(task_id: str, progress: gr.Progress, stem: str | None = None) -> AsyncIterator[Update]:
+    """Poll the job until it ends, reporting progress; the image on success (named after ``stem``, the
+    photo's name), ``gr.Error`` on failure.
 
     Async on purpose: a waiting user holds no worker thread, only a coroutine.
     """
     client = get_client()
     who = caller(client)  # the event's: another owner's id is as unknown here as over REST
+    bar = ProgressBar(progress)
     last_message = last_preview = None
     shown: str | None = None  # the latest preview stays up while the messages change
     failures = 0
-    poll = POLL_FIRST
+    status: JobStatus | None = None
     while True:
         try:
-            status = await asyncio.to_thread(client.status, task_id, who)
+            status = await next_status(client, task_id, who, status)
             who = None  # checked once: a job's owner never changes
             failures = 0
         except JobNotFound:
@@ -217,41 +311,121 @@ async def follow(task_id: str, progress: gr.Progress) -> AsyncIterator[Update]:
             yield None, task_id, "Waiting for Redis to come back…"
             await asyncio.sleep(1)
             continue
-        if status.status == JobState.SUCCESS:
-            progress(1.0, desc="Done")
-            yield await asyncio.to_thread(save_result, task_id), task_id, "Done"  # visible: checked above
+        if status.finished:
+            async for update in ended(status, bar, stem):
+                yield update
             return
-        if status.status == JobState.FAILURE:
-            yield None, task_id, f"Failed: {status.message}"
-            raise error(status.message, title="The job failed")
-        if status.status == JobState.REVOKED:
-            yield None, task_id, "Cancelled"
-            return
-        # While queued there is no fraction to show, only the place in the queue.
-        progress(None if status.status == JobState.PENDING else status.progress / 100, desc=status.message)
+        message = bar.show(status)
         if status.preview and status.preview != last_preview:  # the engine's picture of the work so far
-            last_preview, last_message = status.preview, status.message
+            last_preview, last_message = status.preview, message
             # A file, written once per preview: a PIL image would be re-encoded into the same
             # cache file on every yield, truncating it under a client still downloading it.
             shown = await asyncio.to_thread(publish, f"{task_id}.preview.png", base64.b64decode(status.preview))
-            yield shown, task_id, status.message
-        elif status.message != last_message:
-            last_message = status.message
-            yield shown, task_id, status.message
-        await asyncio.sleep(poll)
-        poll = min(POLL_MAX, poll * 1.5)
+            yield shown, task_id, message
+        elif message != last_message:
+            last_message = message
+            yield shown, task_id, message
 
 
-async def run(task_type: str, progress: gr.Progress, **submission: Any) -> AsyncIterator[Update]:
-    """Submit, then follow: the body of every ``api_name=T`` endpoint."""
+async def next_status(client: JobClient, task_id: str, who: Caller | None, last: JobStatus | None) -> JobStatus:
+    """The job's status: at once the first time (checking it is ``who``'s), then at its next change,
+    woken by the worker's publication as REST's ``?wait=`` is, or after WAKE_EVERY seconds (the bar's
+    countdown and creep move on). Polls instead, while the process has no listener to spare."""
+    if last is None:
+        return await asyncio.to_thread(client.status, task_id, who)
+    started = time.monotonic()
+    status = await client.watch(task_id, WAKE_EVERY)
+    if status.looks() == last.looks() and time.monotonic() - started < POLL_FIRST:
+        await asyncio.sleep(POLL_MAX)  # answered at once, unchanged: no listener was free
+    return status
+
+
+async def ended(status: JobStatus, bar: ProgressBar, stem: str | None) -> AsyncIterator[Update]:
+    """The last updates of a job that ended: its image and what to know about it, "Cancelled", or
+    "Failed: …" (in the status box whole; the pop-up short, for the page; scripts get it whole)."""
+    task_id = status.task_id
+    if status.status == JobState.SUCCESS:
+        bar.done()
+        path, note = await asyncio.to_thread(finished, task_id, stem)  # visible: checked by the first status
+        yield path, task_id, note
+    elif status.status == JobState.FAILURE:
+        yield None, task_id, f"Failed: {status.message}"
+        gr.Warning(html.escape(headline(status.message)), duration=8, title="The job failed")
+        log.info("Job %s failed: %s", task_id, status.message[:300])
+        raise gr.Error(html.escape(status.message, quote=False), visible=False, print_exception=False)
+    else:
+        yield None, task_id, "Cancelled"
+
+
+def headline(message: str, limit: int = 140) -> str:
+    """A message's first sentence, at most ``limit`` characters: what a pop-up shows of it."""
+    first = re.split(r"(?<=[.!?])\s|\n", message.strip(), maxsplit=1)[0]
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+
+
+def finished(task_id: str, stem: str | None = None) -> tuple[str, str]:
+    """The finished job's image, published for the page, and its status line: "Done", with what the
+    user should know of how it was made (a fallback engine, a lower working resolution)."""
+    _, result, png = get_client().result(task_id)
+    path = publish(f"{task_id}/{download_name(result, stem)}", png)
+    return path, done_message(result)
+
+
+def done_message(result: Mapping[str, Any]) -> str:
+    metadata = result.get("metadata") or {}
+    fallback = metadata.get("fallback") or {}
+    notes = [str(fallback["note"]).removeprefix("Done ")] if fallback.get("note") else []
+    worked = working_side(metadata)
+    width, height = result.get("width"), result.get("height")
+    if worked and width and height and max(width, height) > worked:
+        notes.append(f"worked at {worked} px on the longest side, then scaled to {width}×{height}")
+    return "Done" + (" " if notes and notes[0].startswith("with") else " — " if notes else "") + "; ".join(notes)
+
+
+def working_side(metadata: Mapping[str, Any]) -> int | None:
+    """The longest side the engine worked at, for the engines that work smaller than the photo."""
+    from pipelines.diffusion import MAX_WORKING_SIDE
+
+    parameters = metadata.get("parameters") or {}
+    if metadata.get("engine") == "diffusion" and metadata.get("operation") in ("style_transfer", "object_removal"):
+        return MAX_WORKING_SIDE
+    if metadata.get("operation") == "style_transfer" and metadata.get("engine") == "fast":
+        return int(parameters.get("max_size") or 0) or None
+    return None
+
+
+async def run(
+    task_type: str, progress: gr.Progress, job: Callable[[], Mapping[str, Any]], labels: Mapping[str, str] | None = None
+) -> AsyncIterator[Update]:
+    """Make the job (``job()``: a tab's submission, which may read and decode uploads), submit it, then
+    follow it: the body of every ``api_name=T`` endpoint. Anything refused is told in the status box
+    ("Not submitted: …") as well as in the pop-up."""
+    made: dict[str, Any] = {}
     try:
-        task_id = await asyncio.to_thread(lambda: submit(task_type, **submission))
+        task_id = await asyncio.to_thread(lambda: submitted(task_type, lambda: made.update(job()) or made, labels))
     except gr.Error as exc:
         yield None, "", f"Not submitted: {html.unescape(str(exc.message))}"
         raise
     yield None, task_id, "Submitted"
-    async for update in follow(task_id, progress):
+    async for update in follow(task_id, progress, stem_of(made.get("images") or {})):
         yield update
+
+
+def stem_of(images: Mapping[str, Any]) -> str | None:
+    """The name of the photo a job changes (a face swap's target photo), for its result's file name."""
+    for field in ("target_image", "image"):
+        if isinstance(images.get(field), str):
+            return Path(images[field]).stem
+    return None
+
+
+def submitted(task_type: str, job: Callable[[], Mapping[str, Any]], labels: Mapping[str, str] | None = None) -> str:
+    """``submit(task_type, **job())``: its task id; ``gr.Error`` (in the tab's words) when refused."""
+    try:
+        submission = job()
+    except InvalidSubmission as exc:  # found while the tab read its inputs (an upload that is no image)
+        raise refused(exc, labels) from None
+    return submit(task_type, labels=labels, **submission)
 
 
 def cancel(task_id: str) -> str:
@@ -286,6 +460,8 @@ class JobControls:
         """Run → ``api_name=T`` (streams), a hidden ``submit_T`` (returns the id), Cancel → the job system.
         Both endpoints take the follow-up steps last (``then``)."""
         task_type = endpoints.task_type
+        names = list(inspect.signature(endpoints.submit).parameters)
+        endpoints.labels.update(labels_of(dict(zip(names, inputs, strict=False))))
         inputs = [*inputs, self.then]
         self.run_button.click(
             endpoints.run,
@@ -299,6 +475,17 @@ class JobControls:
             endpoints.submit, inputs, self.task_id, api_name=f"submit_{task_type}", concurrency_limit=None
         )
         self.cancel_button.click(cancel, self.task_id, self.status, api_visibility="private")
+
+
+def labels_of(widgets: Mapping[str, Any]) -> dict[str, str]:
+    """Each named input's label as a person reads it on the tab: "Photo" for "Photo — paint over what
+    to remove", "Face to replace" for "Face to replace (-1 = all faces, 0 = leftmost)"."""
+    labels = {}
+    for name, widget in widgets.items():
+        label = getattr(widget, "label", None)
+        if label:
+            labels[name] = re.split(r" — | \(|…", str(label))[0].strip() or str(label)
+    return labels
 
 
 def job_controls(task_type: str) -> JobControls:

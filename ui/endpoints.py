@@ -10,17 +10,16 @@ and type hints of the functions it serves to build the API that gradio_client sc
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict, TypeVar
 
 import gradio as gr
 
 from jobs import parameter_defaults
 from ui.chain import then_of
-from ui.common import Update, run, submit
+from ui.common import Update, run, submitted
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +40,9 @@ class Endpoints:
     run: Callable[..., AsyncIterator[Update]]
     submit: Callable[..., str]
     defaults: Mapping[str, Any]
+    # Each input's name → the label of the tab's widget for it, for errors in the tab's words
+    # (filled when the tab wires its widgets: ``JobControls.wire``).
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def endpoints(task_type: str, submission: Callable[..., Submission], **page_defaults: Any) -> Endpoints:
@@ -66,18 +68,21 @@ def endpoints(task_type: str, submission: Callable[..., Submission], **page_defa
     streamed = inspect.Signature([*params, progress], return_annotation=AsyncIterator[Update])
     immediate = inspect.Signature(params, return_annotation=str)
 
+    labels: dict[str, str] = {}
+
+    def job(arguments: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+        steps = arguments.pop("then")  # read with the rest: a bad one is "Not submitted" as well
+        return lambda: {**submission(**arguments), "then": then_of(steps)}
+
     async def run_job(*args: Any, **kwargs: Any) -> AsyncIterator[Update]:
         arguments = _bind(streamed, args, kwargs)
-        tracker, steps = arguments.pop("progress"), then_of(arguments.pop("then"))
-        # In a thread: a tab's submission may decode images (the object editor's layers).
-        job = await asyncio.to_thread(lambda: submission(**arguments))
-        async for update in run(task_type, tracker, then=steps, **job):
+        tracker = arguments.pop("progress")
+        # The submission runs in a thread: a tab's may read and decode uploads (the object editor's layers).
+        async for update in run(task_type, tracker, job(arguments), labels):
             yield update
 
     def submit_job(*args: Any, **kwargs: Any) -> str:
-        arguments = _bind(immediate, args, kwargs)
-        steps = then_of(arguments.pop("then"))
-        return submit(task_type, then=steps, **submission(**arguments))
+        return submitted(task_type, job(_bind(immediate, args, kwargs)), labels)
 
     article = "an" if task_type[0] in "aeiou" else "a"
     queued = f"Queue {article} {task_type.replace('_', ' ')} and return its task id at once."
@@ -86,6 +91,7 @@ def endpoints(task_type: str, submission: Callable[..., Submission], **page_defa
         _present(run_job, task_type, streamed, inspect.getdoc(submission)),
         _present(submit_job, f"submit_{task_type}", immediate, queued),
         defaults,
+        labels,
     )
 
 

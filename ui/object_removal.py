@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
-from jobs import engines
+from jobs import InvalidSubmission, engines
+from pipelines.images import ImageRejected, encode_png, open_image
+from settings import get_settings
 from ui.batch import files_section
 from ui.chain import Rendered
-from ui.common import job_controls, unchecked, whole
+from ui.common import error, from_api, job_controls, unchecked, whole
 from ui.endpoints import Submission, endpoints
 from ui.models import mark
+from ui.uploads import Upload, painted, raw_editor, raw_image, read, upload_of
 
 EXAMPLES = [
     [{"background": "assets/examples/coffee.jpg", "layers": [], "composite": None}, "assets/examples/coffee_mask.png"]
@@ -31,48 +33,49 @@ EDITOR_VALUE = (
 )
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+def _missing_photo() -> gr.Error:
+    """No photo: the page's words, and for a script how to pass one."""
+    return error(("Upload a photo first. " + EDITOR_VALUE) if from_api() else "Upload a photo first.", title="No photo")
 
 
-def _open(value: Any) -> Image.Image | None:
-    if value is None or isinstance(value, Image.Image):
-        return value
-    if isinstance(value, dict):  # FileData from the API
-        value = value.get("path")
-    return Image.open(value) if value else None
+def _size(photo: bytes) -> tuple[int, int]:
+    """The photo's size as displayed (EXIF orientation applied), read from its header; its problem,
+    in the job system's words, when it is no image."""
+    try:
+        return open_image(photo, get_settings().max_pixels, decode=False).size
+    except ImageRejected as exc:
+        raise InvalidSubmission({"image": [f"image {exc}"]}) from None
 
 
-def images_from(editor: dict[str, Any] | None, mask: str | None) -> dict[str, bytes]:
-    """The photo, and a black-and-white mask: what is painted on the editor's layers plus any uploaded mask."""
+def images_from(editor: dict[str, Any] | None, mask: Any) -> dict[str, Upload | None]:
+    """The photo as uploaded, and the mask: what is painted on the editor's layers plus any uploaded
+    mask (the uploaded mask alone is passed on as it is; the job system checks it)."""
     if editor is not None and not isinstance(editor, dict):
-        raise gr.Error(EDITOR_VALUE, title="Invalid input")
-    background = _open((editor or {}).get("background"))
-    if background is None:
-        raise gr.Error("Upload a photo first. " + EDITOR_VALUE, title="Invalid input")
-    if background.mode != "RGB":
-        background = background.convert("RGB")
-    painted = np.zeros((background.height, background.width), dtype=bool)
-    for layer in (editor or {}).get("layers") or []:
-        layer = _open(layer)
-        if layer is not None and layer.size == background.size:
-            painted |= np.asarray(layer.convert("RGBA"))[..., 3] > 0
-    if mask and not painted.any():
-        return {"image": _png(background), "mask": Path(mask).read_bytes()}  # validated by the job system
-    if mask:
-        uploaded = Image.open(mask)
-        if uploaded.size != background.size:
-            raise gr.Error(
-                f"The mask is {uploaded.width}×{uploaded.height} but the photo is "
-                f"{background.width}×{background.height}; they must match.",
+        raise _missing_photo()
+    photo = upload_of((editor or {}).get("background"))  # its path, when it has one: the result is named after it
+    if photo is None:
+        raise _missing_photo()
+    uploaded = read(upload_of(mask))
+    layers = (editor or {}).get("layers") or []
+    if not layers:  # nothing painted: no pixel needs decoding here
+        if uploaded is None:
+            raise error(NO_MASK, title="Nothing to remove")
+        return {"image": photo, "mask": uploaded}
+    size = _size(read(photo) or b"")
+    strokes = painted(layers, size)
+    if uploaded is not None and strokes.any():
+        stencil = Image.open(io.BytesIO(uploaded))
+        if stencil.size != size:
+            raise error(
+                f"The mask is {stencil.width}×{stencil.height} but the photo is {size[0]}×{size[1]}; they must match.",
                 title="Invalid input",
             )
-        painted |= np.asarray(uploaded.convert("L")) > 127
-    if not painted.any():
-        raise gr.Error(NO_MASK, title="Nothing to remove")
-    return {"image": _png(background), "mask": _png(Image.fromarray(painted.astype(np.uint8) * 255))}
+        strokes |= np.asarray(stencil.convert("L")) > 127
+    elif uploaded is not None:
+        return {"image": photo, "mask": uploaded}
+    if not strokes.any():
+        raise error(NO_MASK, title="Nothing to remove")
+    return {"image": photo, "mask": encode_png(Image.fromarray(strokes.astype(np.uint8) * 255))}
 
 
 def _parameters(engine: str, dilate: float) -> dict[str, Any]:
@@ -90,10 +93,10 @@ def submission(image: dict[str, Any] | None, mask: str | None, engine: str, dila
 def batch_submission(image: dict[str, Any] | None, mask: str | None, engine: str, dilate: float) -> Submission:
     """One mask for every photo of a batch: the uploaded mask, or what is painted over the photo in the
     editor (with the uploaded mask added, as for one job). The photos must be the mask's size."""
-    if isinstance(image, dict) and _open(image.get("background")) is not None:
+    if isinstance(image, dict) and upload_of(image.get("background")) is not None:
         shared = images_from(image, mask)["mask"]
     elif mask:
-        shared = Path(mask).read_bytes()  # validated by the job system, against each photo
+        shared = read(upload_of(mask))  # validated by the job system, against each photo
     else:
         raise gr.Error(BATCH_NO_MASK, title="No mask")
     return {"images": {"mask": shared}, "parameters": _parameters(engine, dilate)}
@@ -103,23 +106,27 @@ def render() -> Rendered:
     api = endpoints("object_removal", submission, mask=None, engine="auto")
     with gr.Row():
         with gr.Column():
-            editor = gr.ImageEditor(
-                label="Photo — paint over what to remove",
-                type="pil",
-                image_mode="RGBA",  # layers keep their alpha: painted = opaque
-                sources=["upload", "clipboard"],
-                brush=gr.Brush(colors=["rgba(255, 255, 255, 0.85)"], color_mode="fixed", default_size=24),
-                layers=False,
-                transforms=(),
-                format="png",
-                elem_id="object-editor",
+            editor = raw_editor(
+                gr.ImageEditor(
+                    label="Photo — paint over what to remove",
+                    type="pil",
+                    image_mode="RGBA",  # layers keep their alpha: painted = opaque
+                    sources=["upload", "clipboard"],
+                    brush=gr.Brush(colors=["rgba(255, 255, 255, 0.85)"], color_mode="fixed", default_size=24),
+                    layers=False,
+                    transforms=(),
+                    format="png",
+                    elem_id="object-editor",
+                )
             )
             with gr.Accordion("…or upload a mask", open=False):
-                mask = gr.Image(
-                    label="Mask (white = remove, same size as the photo)",
-                    type="filepath",
-                    image_mode=None,  # the uploaded file as is: no re-encoding into a shared cache file
-                    elem_id="object-mask",
+                mask = raw_image(
+                    gr.Image(
+                        label="Mask (white = remove, same size as the photo)",
+                        type="filepath",
+                        image_mode=None,  # the uploaded file as is: no re-encoding into a shared cache file
+                        elem_id="object-mask",
+                    )
                 )
             with gr.Row():
                 choices = ["auto", *engines("object_removal")]

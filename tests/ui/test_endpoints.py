@@ -86,11 +86,11 @@ def typed(image: str | None, count: float, label: str) -> Submission:
 def test_the_endpoints_bind_arguments_as_their_signature_says(monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[tuple[str, dict[str, Any]]] = []
 
-    def submit(task_type: str, **job: Any) -> str:
-        sent.append((task_type, job))
+    def submitted(task_type: str, job: Any, labels: Any) -> str:
+        sent.append((task_type, job()))
         return "id-1"
 
-    monkeypatch.setattr(ui.endpoints, "submit", submit)
+    monkeypatch.setattr(ui.endpoints, "submitted", submitted)
     monkeypatch.setattr(ui.endpoints, "parameter_defaults", lambda task_type: {"count": 2, "other": 0})
     api = endpoints("thing_making", typed, label="plain")
     assert dict(api.defaults) == {"count": 2, "label": "plain"}
@@ -106,8 +106,8 @@ def test_the_endpoints_bind_arguments_as_their_signature_says(monkeypatch: pytes
 
 
 def test_the_streaming_endpoint_passes_its_progress_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def run(task_type: str, progress: Any, **job: Any) -> AsyncIterator[Any]:
-        yield task_type, progress, job
+    async def run(task_type: str, progress: Any, job: Any, labels: Any) -> AsyncIterator[Any]:
+        yield task_type, progress, job()
 
     monkeypatch.setattr(ui.endpoints, "run", run)
     monkeypatch.setattr(ui.endpoints, "parameter_defaults", lambda task_type: {})
