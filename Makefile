@@ -49,6 +49,7 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/run.py $(ARGS)
+	$(PY) benchmarks/gradio_path.py $(GRADIO_ARGS)
 	$(PY) benchmarks/batch.py $(BATCH_ARGS)
 	$(PY) benchmarks/teams.py $(TEAMS_ARGS)
 
