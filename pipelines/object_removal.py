@@ -23,7 +23,7 @@ from pipelines.base import (
     engine_choice,
     engine_map,
 )
-from pipelines.diffusion import inpaint, model_present
+from pipelines.diffusion import decoder_models, inpaint, model_present
 from pipelines.downloads import Builtin, Model
 from pipelines.hub import generation_model
 from pipelines.images import ROTATED, with_alpha_of
@@ -79,7 +79,7 @@ class DiffusionInpaintEngine(InpaintEngine):
         return model_present(settings)
 
     def models(self, settings: Settings) -> list[Model]:
-        return [generation_model(settings)]
+        return [generation_model(settings), *decoder_models(settings)]
 
     def inpaint(self, job: JobInput, mask: np.ndarray, progress: Progress) -> JobOutput:
         prompt = job.prompt or DIFFUSION_PROMPT
