@@ -16,17 +16,19 @@ from jobs.owners import Caller
 from settings import Settings
 
 
-def job_client(request: Request) -> JobClient:
+# Coroutines, though nothing here awaits: FastAPI runs a plain function dependency in its thread pool,
+# and a hop to a thread and back costs each request more than these few lines do.
+async def job_client(request: Request) -> JobClient:
     client: JobClient = request.app.state.job_client()
     return client
 
 
-def app_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def request_caller(request: Request) -> Caller:
+async def request_caller(request: Request) -> Caller:
     """Who sent the request: their jobs are theirs alone when access control is on."""
     client: JobClient = request.app.state.job_client()
     peer = request.client.host if request.client else None

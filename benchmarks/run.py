@@ -118,8 +118,8 @@ def rest_job(http: httpx.Client, payload: dict[str, Any], poll: float = 0.005) -
     return task_id
 
 
-class RawCelery:
-    """The floor for a Celery round trip of the same task: record + images written, send_task, .get()."""
+class AteliersTask:
+    """Atelier's own Celery task without the HTTP layer: record + images written, send_task, .get()."""
 
     def __init__(self, redis_url: str) -> None:
         from settings import Settings
@@ -137,6 +137,54 @@ class RawCelery:
         self.store.create(job_id, "object_removal", "cpu", {"image": image, "mask": mask}, {})
         kwargs = {"task_type": "object_removal", "parameters": {"engine": "telea"}, "prompt": None}
         self.app.send_task(TASK_NAME, kwargs=kwargs, task_id=job_id, queue="cpu").get(timeout=60)
+
+
+class RawCelery:
+    """The baseline: a plain Celery task (benchmarks/raw_celery.py) with the images in its message,
+    on a prefork worker of its own, ``.delay().get()`` — none of Atelier's code on the way."""
+
+    def __init__(self) -> None:
+        from raw_celery import inpaint
+
+        self.task = inpaint
+
+    def job(self, image: bytes, mask: bytes) -> None:
+        png = self.task.delay(base64.b64encode(image).decode(), base64.b64encode(mask).decode()).get(timeout=60)
+        assert png, "the raw task returned nothing"
+
+
+@contextmanager
+def raw_worker(redis_url: str) -> Iterator[None]:
+    """A Celery worker for benchmarks/raw_celery.py on the stack's Redis (queue ``raw``), like Atelier's:
+    prefork, one process."""
+    os.environ["RAW_CELERY_REDIS"] = redis_url  # before raw_celery is imported, here and in the worker
+    env = dict(os.environ)
+    argv = [sys.executable, "-m", "celery", "-A", "raw_celery", "worker", "-Q", "raw", "-c", "1",
+            "--pool", "prefork", "--without-mingle", "--loglevel", "WARNING",
+            "-n", f"raw-{os.getpid()}@%h"]  # fmt: skip
+    process = subprocess.Popen(argv, cwd=ROOT / "benchmarks", env=env)
+    try:
+        from raw_celery import app
+
+        deadline = time.monotonic() + 60
+        while not app.control.ping(timeout=0.5):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit("the raw Celery worker did not start")
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
+def interleaved(paths: dict[str, Callable[[], Any]], n: int) -> dict[str, list[float]]:
+    """``n`` timings of each path, taken in turns (a, b, c, a, b, c...): a noisy moment costs every path alike."""
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(n):
+        for name, function in paths.items():
+            started = time.perf_counter()
+            function()
+            samples[name].append(time.perf_counter() - started)
+    return samples
 
 
 def timed(function: Callable[[], Any], n: int) -> list[float]:
@@ -173,29 +221,28 @@ def round_trip(base_url: str, redis_url: str, n: int) -> None:
     image, mask = small_job()
     decoded = {"image": open_image(image, 10**8), "mask": open_image(mask, 10**8)}
     job = JobInput(decoded, ObjectRemovalParameters(engine="telea"), settings=Settings(redis_url=redis_url))
-    raw = RawCelery(redis_url)
+    raw, ours = RawCelery(), AteliersTask(redis_url)
     payload = body(image, mask)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, httpx.Client(base_url=base_url, timeout=60) as http:
         (Path(tmp) / "image.png").write_bytes(image)
         (Path(tmp) / "mask.png").write_bytes(mask)
         gradio = Client(base_url, verbose=False)
         editor = {"background": handle_file(f"{tmp}/image.png"), "layers": [], "composite": None}
         gradio_inputs = (editor, handle_file(f"{tmp}/mask.png"), "telea", 0)
-        with httpx.Client(base_url=base_url, timeout=60) as http:
-            for _ in range(5):  # warm-up: pool processes, connections, caches
-                raw.job(image, mask)
-                rest_job(http, payload)
-            rows = {
-                "direct pipeline call": timed(lambda: remove_object(job, no_progress), n),
-                "raw Celery apply_async().get()": timed(lambda: raw.job(image, mask), n),
-                "REST submit → SUCCESS (poll 5 ms)": timed(lambda: rest_job(http, payload), n),
-                "REST submit → SUCCESS (status?wait=10)": timed(lambda: rest_job(http, payload, poll=0), n),
-                "gradio_client predict": timed(lambda: gradio.predict(*gradio_inputs, api_name="/object_removal"), n),
-            }
+        paths = {
+            "direct pipeline call": lambda: remove_object(job, no_progress),
+            "raw Celery .delay().get() (baseline)": lambda: raw.job(image, mask),
+            "Atelier's task without HTTP": lambda: ours.job(image, mask),
+            "REST submit → SUCCESS (poll 5 ms)": lambda: rest_job(http, payload),
+            "REST submit → SUCCESS (status?wait=10)": lambda: rest_job(http, payload, poll=0),
+            "gradio_client predict": lambda: gradio.predict(*gradio_inputs, api_name="/object_removal"),
+        }
+        interleaved(paths, 5)  # warm-up: pool processes, connections, caches
+        rows = interleaved(paths, n)
     floor = statistics.median(rows["direct pipeline call"])
-    celery = statistics.median(rows["raw Celery apply_async().get()"])
+    celery = statistics.median(rows["raw Celery .delay().get() (baseline)"])
     table(
-        f"1. Round trip of a small job (object_removal/telea, 64×64, {n} each, one at a time)",
+        f"1. Round trip of a small job (object_removal/telea, 64×64, {n} each, one at a time, interleaved)",
         ["path", "median ms", "p99 ms", "× direct", "× raw Celery"],
         [[name, *stats(s), statistics.median(s) / floor, statistics.median(s) / celery] for name, s in rows.items()],
     )
@@ -208,26 +255,28 @@ def throughput(base_url: str, redis_url: str, n: int) -> None:
     for clients in (1, 8, 32):
         jobs = max(n, clients * 4)
 
-        def rest_worker(count: int) -> None:
+        def rest_client(count: int) -> None:
             with httpx.Client(base_url=base_url, timeout=120) as http:
                 for _ in range(count):
                     rest_job(http, payload, poll=0)
 
-        def raw_worker(count: int) -> None:
-            raw = RawCelery(redis_url)  # one app (and result consumer) per thread
+        def raw_client(count: int) -> None:
+            raw = RawCelery()
             for _ in range(count):
                 raw.job(image, mask)
 
-        rates = []
-        for worker in (rest_worker, raw_worker):
-            started = time.perf_counter()
-            with ThreadPoolExecutor(clients) as pool:
-                list(pool.map(worker, [jobs // clients] * clients))
-            rates.append((jobs // clients * clients) / (time.perf_counter() - started))
-        rows.append([clients, rates[0], rates[1], rates[0] / rates[1]])
+        rates: dict[str, list[float]] = {"rest": [], "raw": []}
+        for _ in range(2):  # in turns, twice: REST, raw, REST, raw
+            for name, client in (("rest", rest_client), ("raw", raw_client)):
+                started = time.perf_counter()
+                with ThreadPoolExecutor(clients) as pool:
+                    list(pool.map(client, [jobs // clients // 2] * clients))
+                rates[name].append((jobs // clients // 2 * clients) / (time.perf_counter() - started))
+        rest, raw = statistics.mean(rates["rest"]), statistics.mean(rates["raw"])
+        rows.append([clients, rest, raw, rest / raw])
     table(
-        "2. Throughput (small jobs per second; one cpu worker process)",
-        ["concurrent clients", "REST jobs/s", "raw Celery jobs/s", "REST / raw"],
+        "2. Throughput (small jobs per second; one worker process each, REST and raw Celery in turns)",
+        ["concurrent clients", "REST ?wait= jobs/s", "raw Celery jobs/s", "REST / raw"],
         rows,
     )
 
@@ -359,10 +408,12 @@ def main() -> None:
           f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
     with stack() as (base_url, redis_url, app):
         os.environ["REDIS_URL"] = redis_url
-        if "round-trip" in only:
-            round_trip(base_url, redis_url, args.n)
-        if "throughput" in only:
-            throughput(base_url, redis_url, max(40, args.n // 2))
+        if only & {"round-trip", "throughput"}:
+            with raw_worker(redis_url):
+                if "round-trip" in only:
+                    round_trip(base_url, redis_url, args.n)
+                if "throughput" in only:
+                    throughput(base_url, redis_url, max(80, args.n))
         if "transport" in only:
             transport(base_url, redis_url)
         if "freshness" in only:

@@ -42,7 +42,9 @@ class JobClient:
         self.batches = BatchSubmitter(settings, self.celery, self.store, self.owners)
         self.batch_tracker = BatchTracker(self.celery, self.store)
         self.idempotency = IdempotencyKeys(self.store)
-        self.long_poll = LongPoll(settings.broker_url, self.tracker.status, self.celery.backend.get_key_for_task)
+        self.long_poll = LongPoll(
+            settings.broker_url, self.tracker.status, self.celery.backend.get_key_for_task, self.tracker.published
+        )
 
     def caller(self, user: str | None, headers: Mapping[str, str], peer: str | None) -> Caller:
         """Who a request comes from (``user``: ``access.checked_user``), as the methods below take it."""

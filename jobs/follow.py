@@ -14,6 +14,8 @@ from jobs.status import JobStatus, QueueView, describe, describe_queued, describ
 from tasks.states import JobState
 from tasks.store import JobStore
 
+FINAL_OR_PROCESSING = (JobState.PROCESSING, JobState.SUCCESS, JobState.FAILURE, JobState.REVOKED)
+
 
 def canonical_id(task_id: str) -> str:
     """The id as we write it (lower-case UUID); :class:`JobNotFound` for anything else."""
@@ -52,6 +54,22 @@ class Tracker:
         except JobNotFound:
             return self.chains.status(canonical_id(task_id))
 
+    def published(self, status: JobStatus, raw_meta: bytes) -> JobStatus | None:
+        """The status a job's newly published Celery state gives (the message long polling hears),
+        without reading Redis again; None where the message alone cannot tell (a chain, a batch
+        item's or anything unusual): then the caller reads the status."""
+        if status.step is not None or status.webhook is not None:  # a webhook's report changes unpublished
+            return None
+        try:
+            meta = json.loads(raw_meta)
+        except ValueError:
+            return None
+        if not isinstance(meta, dict) or meta.get("status") not in FINAL_OR_PROCESSING:
+            return None
+        # Published only while the job had no outcome (progress), or once its outcome was claimed (its
+        # end): of the record, a status shows only its type and queue, known from the status before.
+        return describe(status.task_id, {"task_type": status.task_type, "queue": status.queue}, meta)
+
     def _step_status(self, task_id: str) -> JobStatus:
         return self._status_of(*self._read(task_id))
 
@@ -63,7 +81,8 @@ class Tracker:
         queue, task_type = record["queue"], record["task_type"]
         with redis_reachable():
             position, workers, runtime = self.store.queue_view(task_id, queue, task_type)
-            running = self.store.running_on(queue, self._meta_key) if workers and runtime is not None else []
+            estimate = position is not None and workers and runtime is not None  # a started job needs none
+            running = self.store.running_on(queue, self._meta_key) if estimate else []
         return describe_queued(task_id, record, QueueView(position, workers, runtime, running))
 
     def result(self, task_id: str) -> tuple[JobStatus, dict[str, Any], bytes]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis.asyncio
 
@@ -12,29 +13,103 @@ from jobs.status import JobStatus
 
 WAIT_MAX = 30.0  # seconds a status request may wait for a change (?wait=)
 RECHECK = 0.5  # while waiting, what is not published (queue position, a cancel) is re-read this often
-WAITERS_MAX = 1000  # waiting requests per web process (a Redis connection each); beyond, answers come at once
+WAITERS_MAX = 1000  # waiting requests per web process; beyond, answers come at once
+CONFIRM_TIMEOUT = 1.0  # seconds a subscription may take to be confirmed before a request stops waiting
 
 Gone = Callable[[], Awaitable[bool]]
+LOST = b""  # put in a waiter's inbox when the shared connection dropped: read the status yourself
+
+
+class Subscriber:
+    """One pub/sub connection per event loop, shared by every waiting request. A request waits on its
+    job's channel (the key Celery publishes each state on); a reader task hands each message to the
+    requests waiting on that channel. A connection per request would cost each one a connect and
+    its handshake."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
+        self.pubsub = client.pubsub()
+        self.inboxes: dict[str, set[asyncio.Queue[bytes]]] = {}
+        self.confirmations: dict[str, asyncio.Future[None]] = {}
+        self.reader: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def listening(self, channel: str) -> AsyncIterator[asyncio.Queue[bytes]]:
+        """An inbox for ``channel``'s messages, from the moment the subscription is confirmed (so
+        nothing published after the block starts is missed). Redis errors surface as they are."""
+        inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        inboxes = self.inboxes.setdefault(channel, set())
+        inboxes.add(inbox)
+        try:
+            if len(inboxes) == 1:  # the first waiter on this job subscribes
+                self.confirmations[channel] = asyncio.get_running_loop().create_future()
+                await self.pubsub.subscribe(channel)
+                if self.reader is None or self.reader.done():
+                    self.reader = asyncio.create_task(self._read())
+            confirmed = self.confirmations.get(channel)
+            if confirmed is not None:
+                await asyncio.wait_for(asyncio.shield(confirmed), CONFIRM_TIMEOUT)
+            yield inbox
+        finally:
+            inboxes.discard(inbox)
+            if not inboxes and self.inboxes.get(channel) is inboxes:
+                del self.inboxes[channel]
+                self.confirmations.pop(channel, None)
+                with contextlib.suppress(redis.exceptions.RedisError, OSError, RuntimeError):
+                    await self.pubsub.unsubscribe(channel)
+
+    async def _read(self) -> None:
+        try:
+            while self.inboxes:
+                message = await self.pubsub.get_message(timeout=RECHECK)
+                if message is None:
+                    continue
+                channel = message["channel"].decode()
+                if message["type"] == "subscribe":
+                    confirmed = self.confirmations.pop(channel, None)
+                    if confirmed is not None and not confirmed.done():
+                        confirmed.set_result(None)
+                elif message["type"] == "message":
+                    for inbox in self.inboxes.get(channel, ()):
+                        inbox.put_nowait(message["data"])
+        except (redis.exceptions.RedisError, OSError, RuntimeError) as exc:
+            self._drop(exc)
+
+    def _drop(self, exc: BaseException) -> None:
+        """The connection dropped: every waiter reads its status itself; the next one subscribes afresh."""
+        for confirmed in self.confirmations.values():
+            if not confirmed.done():
+                confirmed.set_exception(redis.exceptions.ConnectionError(str(exc)))
+        for inboxes in self.inboxes.values():
+            for inbox in inboxes:
+                inbox.put_nowait(LOST)
+        self.inboxes, self.confirmations = {}, {}
+        self.pubsub = self.client.pubsub()
 
 
 class LongPoll:
-    """Waits for a job's status to change. One per job client: it counts its waiters and keeps an
-    asyncio Redis client per event loop (a connection per waiting request)."""
+    """Waits for a job's status to change. One per job client: it counts its waiters and keeps a
+    :class:`Subscriber` per event loop."""
 
-    def __init__(self, url: str, status: Callable[[str], JobStatus], meta_key: Callable[[str], object]) -> None:
-        self.url, self.status, self.meta_key = url, status, meta_key
+    def __init__(
+        self,
+        url: str,
+        status: Callable[[str], JobStatus],
+        meta_key: Callable[[str], object],
+        published: Callable[[JobStatus, bytes], JobStatus | None] = lambda status, message: None,
+    ) -> None:
+        self.url, self.status, self.meta_key, self.published = url, status, meta_key, published
         self.waiters = 0
-        self._listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+        self._subscribers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Subscriber] = (
             weakref.WeakKeyDictionary()
         )
 
-    def _listener(self) -> redis.asyncio.Redis:
+    def _subscriber(self) -> Subscriber:
         loop = asyncio.get_running_loop()
-        if loop not in self._listeners:
-            self._listeners[loop] = redis.asyncio.Redis.from_url(
-                self.url, socket_connect_timeout=2.0, socket_timeout=1.0, max_connections=WAITERS_MAX
-            )
-        return self._listeners[loop]
+        if loop not in self._subscribers:
+            client = redis.asyncio.Redis.from_url(self.url, socket_connect_timeout=1.0, socket_timeout=None)
+            self._subscribers[loop] = Subscriber(client)
+        return self._subscribers[loop]
 
     async def watch(self, task_id: str, seconds: float, gone: Gone | None = None) -> JobStatus:
         """The job's status once it differs from now, or once ``seconds`` have passed.
@@ -58,21 +133,22 @@ class LongPoll:
     async def _wait(self, first: JobStatus, seconds: float, gone: Gone | None) -> JobStatus:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        async with self._listener().pubsub() as pubsub:
-            try:
-                await pubsub.subscribe(self.meta_key(first.task_id))
-                await pubsub.get_message(timeout=1.0)  # its confirmation: from now on nothing published is missed
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                # No listener (a burst of connections, Redis slow): answer at once, as without ?wait=.
-                return await asyncio.to_thread(self.status, first.task_id)
-            current = await asyncio.to_thread(self.status, first.task_id)  # what changed before the subscription
-            while not current.finished and current.looks() == first.looks():
-                remaining = deadline - loop.time()
-                if remaining <= 0 or (gone is not None and await gone()):
-                    break
-                try:
-                    await pubsub.get_message(timeout=min(remaining, RECHECK))
-                except redis.exceptions.ConnectionError:
-                    break  # the listener's connection dropped: answer with the last read
-                current = await asyncio.to_thread(self.status, first.task_id)
-            return current  # the latest read: at most RECHECK seconds old
+        try:
+            key = self.meta_key(first.task_id)
+            channel = key.decode() if isinstance(key, bytes) else str(key)
+            async with self._subscriber().listening(channel) as inbox:
+                current = await asyncio.to_thread(self.status, first.task_id)  # what changed before the subscription
+                while not current.finished and current.looks() == first.looks():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0 or (gone is not None and await gone()):
+                        break
+                    try:
+                        message = await asyncio.wait_for(inbox.get(), min(remaining, RECHECK))
+                    except TimeoutError:
+                        message = LOST
+                    heard = self.published(current, message) if message != LOST else None
+                    current = heard if heard is not None else await asyncio.to_thread(self.status, first.task_id)
+                return current  # the latest read: at most RECHECK seconds old
+        except (redis.exceptions.RedisError, OSError, TimeoutError):
+            # No subscription (Redis slow or restarting): answer at once, as without ?wait=.
+            return await asyncio.to_thread(self.status, first.task_id)

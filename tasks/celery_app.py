@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery
 from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
 
 from pipelines import OPERATIONS
 from settings import Settings
@@ -32,6 +33,21 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]  # celery ships no type
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         pass
+
+    def _store_result(
+        self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None, **kwargs: Any
+    ) -> Any:
+        """Celery's write of a job's state, without the read before it. Celery reads the state first so
+        that a duplicate run cannot overwrite a SUCCESS; here a job's end is claimed once, in Redis,
+        before any final state is written (tasks/claims.py, and a cancel's claim), and progress is
+        written by a script that checks that claim. The read would only cost every write a round trip."""
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
+        meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
+        try:
+            self._set_with_state(self.get_key_for_task(task_id), self.encode(meta), state)
+        except BackendStoreError as exc:
+            raise BackendStoreError(str(exc), state=state, task_id=task_id) from exc
+        return result
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -11,24 +11,27 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from typing import Any, TypeVar, cast
 
 import redis
 from celery import Task, shared_task, signals
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
-from PIL import Image
 
 from pipelines import OPERATIONS
 from pipelines.base import JobCancelled, JobInput, JobOutput, PipelineError
-from pipelines.images import ImageRejected, encode_png, open_image, preview_png
+from pipelines.images import ImageRejected, encode_png, open_image
 from pipelines.png_info import a1111_parameters
 from pipelines.validation import validate_parameters
 from settings import QUEUES, Settings
 from tasks.celery_app import TASK_NAME
 from tasks.chains import history, reconcile_chains, send_next
+from tasks.claims import JobClaims, Output
+from tasks.models import ModelReporter
+from tasks.progress import JobHandedBack, ProgressReporter, RunningJob, publisher
 from tasks.shutdown import handing_back, remember_stop_timeout
 from tasks.states import JobState
 from tasks.store import (
@@ -83,74 +86,41 @@ class JobFailed(Exception):
     """A job failure with a message meant for the user."""
 
 
-class JobHandedBack(JobCancelled):
-    """Raised by the progress callback once the worker is stopping: the job goes back to its queue.
-    A ``JobCancelled``, so that engines let it through as they let a cancel through."""
-
-
 def job_store(settings: Settings) -> JobStore:
     return JobStore(connect(settings.broker_url), settings.result_ttl)
 
 
-class ProgressReporter:
-    """The pipeline's ``progress(fraction, message)``: publishes PROCESSING, raises on cancel."""
+@lru_cache(maxsize=4)
+def _claims(url: str, ttl: int) -> JobClaims:
+    return JobClaims(connect(url), ttl)
 
-    def __init__(self, task: Task, store: JobStore, job_id: str) -> None:
-        self.task, self.store, self.job_id = task, store, job_id
-        self.percent = 0
-        self.touched = time.monotonic()
-        self.touch_every = min(30.0, store.ttl / 3)  # a running job's keys must not expire under it
 
-    def __call__(self, fraction: float, message: str, preview: Image.Image | None = None) -> None:
-        if handing_back.is_set():
-            raise JobHandedBack(self.job_id)
-        # Progress never goes backwards, whatever an engine reports.
-        # 100 comes only with SUCCESS: an engine's "done" step still reads 99 while the result is stored.
-        self.percent = max(self.percent, min(99, round(min(max(fraction, 0.0), 1.0) * 100)))
-        try:
-            cancelled = self.store.is_cancelled(self.job_id)
-            if not cancelled and time.monotonic() - self.touched > self.touch_every:
-                self.store.touch(self.job_id)
-                self.touched = time.monotonic()
-            if not cancelled:
-                meta: dict[str, Any] = {"progress": self.percent, "message": message, "updated_at": time.time()}
-                if preview is not None:
-                    meta["preview"] = preview_png(preview)
-                self.task.update_state(state=JobState.PROCESSING, meta=meta)
-        except REDIS_DOWN as exc:  # Redis restarting: the work goes on; its result waits for Redis
-            log.warning("Job %s: progress not published, Redis is unreachable (%s)", self.job_id, exc)
-            return
-        if cancelled:
-            raise JobCancelled(self.job_id)
+def job_claims(settings: Settings) -> JobClaims:
+    return _claims(settings.broker_url, settings.result_ttl)
 
 
 @shared_task(bind=True, name=TASK_NAME, throws=(JobFailed,))  # expected failures: logged without a traceback
 def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt: str | None = None) -> dict[str, Any]:
     """Run job ``self.request.id`` of ``task_type``; its images are read from Redis by job id."""
     settings: Settings = self.app.conf.atelier_settings
-    store = job_store(settings)
+    store, claims = job_store(settings), job_claims(settings)
     job_id: str = self.request.id
-    record = claim_start(self, store, job_id)
+    record, token = claim_start(self, store, claims, job_id)
     started = time.perf_counter()
-    job, output = execute(self, store, job_id, record, parameters, prompt)
+    job, output = execute(self, claims, token, record, parameters, prompt)
     runtime = time.perf_counter() - started
     parameters_used = job.parameters.model_dump(mode="json")
     text = provenance(task_type, parameters_used, job.prompt, output)
     if "chain" in record:  # every step so far, this one included
         text["atelier:chain"] = when_redis_answers(lambda: history(store, record), job_id, "reading its chain")
     png = encode_png(output.image, text)
-    earlier = end(store, job_id, JobState.SUCCESS)
+    stored = Output(png, task_type, record["queue"], runtime)
+    earlier = end(claims, job_id, JobState.SUCCESS, token, stored)
     if earlier == JobState.REVOKED:  # cancelled in the last instant
         self.backend.mark_as_revoked(job_id, reason="cancelled")
         raise Ignore()
-    if earlier is not None:  # another attempt ended it first (or it expired): keep that outcome
+    if earlier is not None:  # another attempt ended it first, or it expired as it ran: keep that outcome
         log.warning("Job %s already ended (%s); dropping this attempt's result", job_id, earlier)
-        raise Ignore()
-    stored = when_redis_answers(
-        lambda: store.store_output(job_id, png, task_type, record["queue"], runtime), job_id, "storing its result"
-    )
-    if not stored:
-        log.warning("Job %s expired while it ran; its result is dropped", job_id)
         raise Ignore()
     if "chain" in record:
         try:  # the next step, on its own queue; if this fails, the reconciler sends it
@@ -171,69 +141,83 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     return result
 
 
-def claim_start(task: Task, store: JobStore, job_id: str) -> dict[str, str]:
-    """The job's record, once this worker may run it; ``Ignore`` for a job that must not run
-    (expired, cancelled, ended, running elsewhere), :class:`JobFailed` after too many attempts."""
-    record = store.record(job_id)
-    if record is None:
+def claim_start(task: Task, store: JobStore, claims: JobClaims, job_id: str) -> tuple[dict[str, str], str]:
+    """The job's record and this attempt's token, once this worker may run it; ``Ignore`` for a job
+    that must not run (expired, cancelled, ended, running elsewhere), :class:`JobFailed` after too
+    many attempts."""
+    me = worker_process(task.request.hostname)
+    start = claims.start(job_id, me)
+    if start.state == "BUSY":  # its record names another worker: alive, it runs the job; dead, it ran it
+        if start.detail in store.workers.live_processes():
+            log.warning("Job %s is running on %s; not running it twice", job_id, start.detail)
+            raise Ignore()
+        start = claims.start(job_id, me, take_over=True)
+    if start.state == "EXPIRED":
         log.warning("Job %s expired before it ran; dropping it", job_id)
         raise Ignore()
-    outcome = record.get("outcome")
-    if outcome == JobState.REVOKED:
-        task.backend.mark_as_revoked(job_id, reason="cancelled before it started")
+    if start.state == "ENDED":
+        if start.detail == JobState.REVOKED:
+            task.backend.mark_as_revoked(job_id, reason="cancelled before it started")
+        else:  # a second delivery of a job that already ended
+            log.warning("Job %s already ended (%s); not running it again", job_id, start.detail)
         raise Ignore()
-    if outcome is not None:  # a second delivery of a job that already ended
-        log.warning("Job %s already ended (%s); not running it again", job_id, outcome)
-        raise Ignore()
-    me = worker_process(task.request.hostname)
-    owner = record.get("worker")
-    if owner and owner != me and job_id in store.running_jobs() and owner in store.workers.live_processes():
-        log.warning("Job %s is running on %s; not running it twice", job_id, owner)
-        raise Ignore()
-    attempt = store.mark_started(job_id, record["queue"], me)
-    if attempt is None:
-        log.warning("Job %s expired as it started; dropping it", job_id)
-        raise Ignore()
-    if attempt > MAX_ATTEMPTS:
-        fail(store, job_id)
-        raise JobFailed(f"Worker lost: the job's worker died {attempt - 1} times while running it; not retried again")
-    return record
+    token = f"{me}:{start.attempt}"
+    if start.attempt > MAX_ATTEMPTS:
+        end(claims, job_id, JobState.FAILURE, token)
+        raise JobFailed(
+            f"Worker lost: the job's worker died {start.attempt - 1} times while running it; not retried again"
+        )
+    assert start.record is not None
+    return start.record, token
+
+
+@contextlib.contextmanager
+def published(task: Task, claims: JobClaims, job_id: str) -> Iterator[ProgressReporter]:
+    """The job's progress callback, its state published by the pool process's publisher while the
+    block runs; nothing of it is published once the block is left."""
+    meta_key = task.backend.get_key_for_task(job_id).decode()
+    running = RunningJob(job_id, meta_key, claims, touch_every=min(30.0, claims.ttl / 3))
+    publisher.watch(running)
+    try:
+        yield ProgressReporter(running)
+    finally:
+        publisher.forget(running)
 
 
 def execute(
-    task: Task, store: JobStore, job_id: str, record: dict[str, str], parameters: dict[str, Any], prompt: str | None
+    task: Task, claims: JobClaims, token: str, record: dict[str, str], parameters: dict[str, Any], prompt: str | None
 ) -> tuple[JobInput, JobOutput]:
     """Load the job's inputs and run its operation; a cancel ends it ``REVOKED`` (``Ignore``), any
     failure ends it with a :class:`JobFailed` whose message is meant for the user."""
     settings: Settings = task.app.conf.atelier_settings
+    job_id: str = task.request.id
     task_type = record["task_type"]
     operation = OPERATIONS[task_type]
-    progress = ProgressReporter(task, store, job_id)
     try:
-        progress(0.0, f"Starting {operation.title.lower()}")
-        job = when_redis_answers(
-            lambda: load_job(store, job_id, record, parameters, prompt, settings), job_id, "reading its inputs"
-        )
-        output = operation.run(job, progress)
-        if store.is_cancelled(job_id):
-            raise JobCancelled(job_id)
-        return job, output
+        with published(task, claims, job_id) as progress:
+            progress(0.0, f"Starting {operation.title.lower()}")
+            job = when_redis_answers(
+                lambda: load_job(claims.redis, job_id, record, parameters, prompt, settings),
+                job_id,
+                "reading its inputs",
+            )
+            return job, operation.run(job, progress)
     except JobHandedBack:
-        hand_back(task, store, job_id, record)
+        hand_back(task, job_store(settings), job_id, record)
         raise Ignore() from None
     except JobCancelled:
-        when_redis_answers(lambda: store.finished(job_id), job_id, "ending it")
+        end(claims, job_id, JobState.REVOKED, token)
         task.backend.mark_as_revoked(job_id, reason="cancelled")
         raise Ignore() from None
     except SoftTimeLimitExceeded:
-        fail(store, job_id)
+        end(claims, job_id, JobState.FAILURE, token)
         raise JobFailed(f"The job exceeded the time limit of {settings.job_time_limit} s") from None
     except (PipelineError, ImageRejected) as exc:
-        fail(store, job_id)
+        end(claims, job_id, JobState.FAILURE, token)
         raise JobFailed(str(exc)) from None
     except Exception as exc:
         log.exception("Job %s (%s) failed", job_id, task_type)
-        fail(store, job_id)
+        end(claims, job_id, JobState.FAILURE, token)
         raise JobFailed(f"{task_type} failed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -262,18 +246,14 @@ def provenance(task_type: str, parameters: dict[str, Any], prompt: str | None, o
     return text
 
 
-def end(store: JobStore, job_id: str, outcome: str) -> str | None:
-    """Take the job off the running set and claim its outcome; the outcome claimed before, if any."""
-    when_redis_answers(lambda: store.finished(job_id), job_id, "ending it")
-    return when_redis_answers(lambda: store.claim_outcome(job_id, outcome), job_id, "storing its outcome")
-
-
-def fail(store: JobStore, job_id: str) -> None:
-    end(store, job_id, JobState.FAILURE)
+def end(claims: JobClaims, job_id: str, outcome: str, token: str, output: Output | None = None) -> str | None:
+    """Take the job off the running set and claim its outcome (storing ``output``); the outcome
+    another attempt (or a cancel) claimed first, if any, or EXPIRED."""
+    return when_redis_answers(lambda: claims.finish(job_id, outcome, token, output), job_id, "storing its outcome")
 
 
 def load_job(
-    store: JobStore,
+    client: redis.Redis,
     job_id: str,
     record: dict[str, str],
     parameters: dict[str, Any],
@@ -282,7 +262,7 @@ def load_job(
 ) -> JobInput:
     """Decode the job's input images from Redis and rebuild its parameters model."""
     fields: list[str] = json.loads(record["inputs"])
-    stored = cast(list[bytes], store.redis.mget([input_key(job_id, field) for field in fields]) if fields else [])
+    stored = cast(list[bytes], client.mget([input_key(job_id, field) for field in fields]) if fields else [])
     for field, data in zip(fields, stored, strict=True):
         if data is None:
             raise PipelineError(f"The {field} of this job has expired from storage")
@@ -317,6 +297,10 @@ def reconcile(store: JobStore, celery: Any) -> None:
     and (once) the queued jobs whose message was lost in transit."""
     if not store.redis.set(RECONCILER_LOCK, "1", nx=True, ex=int(RECONCILE_EVERY * 2)):
         return
+    pipe = store.redis.pipeline(transaction=False)
+    for queue in QUEUES:
+        store.forget_expired(pipe, queue, time.time())
+    pipe.execute()
     for job_id in store.restore_unstarted(UNSTARTED_AFTER):
         log.warning("Job %s was fetched by a worker that died before starting it; queued again", job_id)
     rescue_orphans(store, celery)
@@ -392,12 +376,14 @@ def start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
     store = job_store(settings)
     process = worker_process(hostname)
     celery = make_celery(settings)  # its own connections: this thread publishes beside the worker
+    models = ModelReporter(store.redis, settings, hostname, queues, process)
 
     def beat() -> None:
         last_reconcile = 0.0
         while not _stop_heartbeat.is_set():
             try:
                 store.workers.heartbeat(hostname, queues, process)
+                models.beat()  # what this worker has of each model, and the downloads asked of its queues
                 if time.monotonic() - last_reconcile > RECONCILE_EVERY:
                     last_reconcile = time.monotonic()
                     reconcile(store, celery)

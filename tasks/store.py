@@ -15,8 +15,6 @@ from typing import Any, cast
 
 import redis
 
-from tasks.states import JobState
-
 PREFIX = "atelier"
 WORKER_STALE_AFTER = 10.0  # seconds without a heartbeat before a worker counts as gone
 RUNTIME_SAMPLES = 20
@@ -45,25 +43,35 @@ return {count, left}
 """
 # A batch lives as long as its most recently touched item; a chain's steps and record live as long
 # as its most recently touched step (a step waiting for the one before must not expire meanwhile).
-TOUCH = """
-local function touch(key)
-  redis.call('expire', key, ARGV[1])
+# touch_job(key, ttl, job prefix, batch prefix, chain prefix): a Lua function the scripts that keep a
+# job alive share (here and in tasks/claims.py).
+TOUCH_JOB = """
+local function touch(key, ttl)
+  redis.call('expire', key, ttl)
   local inputs = cjson.decode(redis.call('hget', key, 'inputs') or '[]')
-  for _, field in ipairs(inputs) do redis.call('expire', key .. ':input:' .. field, ARGV[1]) end
+  for _, field in ipairs(inputs) do redis.call('expire', key .. ':input:' .. field, ttl) end
 end
-if redis.call('exists', KEYS[1]) == 0 then return 0 end
-touch(KEYS[1])
-if ARGV[3] ~= '' then redis.call('hset', KEYS[1], ARGV[3], ARGV[4]) end
-local batch = redis.call('hget', KEYS[1], 'batch')
-if batch then redis.call('expire', ARGV[5] .. batch, ARGV[1]) end
-local chain = redis.call('hget', KEYS[1], 'chain')
-if chain and redis.call('expire', ARGV[6] .. chain, ARGV[1]) == 1 then
-  for _, step in ipairs(cjson.decode(redis.call('hget', ARGV[6] .. chain, 'ids') or '[]')) do
-    if redis.call('exists', ARGV[2] .. step) == 1 then touch(ARGV[2] .. step) end
+local function touch_job(key, ttl, jobs, batches, chains)
+  touch(key, ttl)
+  local batch = redis.call('hget', key, 'batch')
+  if batch then redis.call('expire', batches .. batch, ttl) end
+  local chain = redis.call('hget', key, 'chain')
+  if chain and redis.call('expire', chains .. chain, ttl) == 1 then
+    for _, step in ipairs(cjson.decode(redis.call('hget', chains .. chain, 'ids') or '[]')) do
+      if redis.call('exists', jobs .. step) == 1 then touch(jobs .. step, ttl) end
+    end
   end
 end
+"""
+TOUCH = (
+    TOUCH_JOB
+    + """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+if ARGV[3] ~= '' then redis.call('hset', KEYS[1], ARGV[3], ARGV[4]) end
+touch_job(KEYS[1], ARGV[1], ARGV[2], ARGV[5], ARGV[6])
 return 1
 """
+)
 # How many of an owner's jobs (of one lane) still wait in a queue, counted up to ARGV[1]: the levels
 # stop there, so a long queue costs no more than a short one. Jobs that left the queue are forgotten.
 WAITING = """
@@ -439,7 +447,11 @@ class JobStore(QueueRecovery):
                 lane = owner_queued_key(queue, meta.owner, meta.batch_id is not None)
                 pipe.zadd(lane, {job_id: now})
                 pipe.expire(lane, self.ttl)
-        for level in PRIORITY_STEPS:  # jobs that expired queued
+        self.forget_expired(pipe, queue, now, levels=(meta.level,))  # the reconciler sweeps every level
+
+    def forget_expired(self, pipe: Any, queue: str, now: float, levels: tuple[int, ...] = PRIORITY_STEPS) -> None:
+        """Add to ``pipe`` the removal, from ``queue``'s order, of the jobs that expired queued."""
+        for level in levels:
             pipe.zremrangebyscore(queued_key(queue), level * LEVEL_SPAN, level * LEVEL_SPAN + now - self.ttl)
 
     def waiting_of(self, owner: str, queue: str, batched: bool) -> int:
@@ -503,25 +515,6 @@ class JobStore(QueueRecovery):
         current = self._claim(keys=[job_key(job_id)], args=[outcome])
         return None if current == b"" else current.decode()
 
-    def is_cancelled(self, job_id: str) -> bool:
-        return self.redis.hget(job_key(job_id), "outcome") == JobState.REVOKED.encode()
-
-    def mark_started(self, job_id: str, queue: str, worker: str) -> int | None:
-        """Take the job off the queue order, restart its TTL and count the attempt.
-
-        Returns the attempt number (1 for the first run), or None if the job already expired.
-        """
-        self.redis.zrem(queued_key(queue), job_id)
-        if not self.touch(job_id):
-            return None
-        now = time.time()
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(job_key(job_id), mapping={"started": now, "worker": worker})
-        pipe.hdel(job_key(job_id), "note")
-        pipe.hincrby(job_key(job_id), "attempts", 1)
-        pipe.zadd(RUNNING, {job_id: now})
-        return int(pipe.execute()[2])
-
     def finished(self, job_id: str) -> None:
         self.redis.zrem(RUNNING, job_id)
 
@@ -558,21 +551,6 @@ class JobStore(QueueRecovery):
 
     def dequeue(self, job_id: str, queue: str) -> None:
         self.redis.zrem(queued_key(queue), job_id)
-
-    def store_output(self, job_id: str, png: bytes, task_type: str, queue: str, runtime: float) -> bool:
-        """Save the result and restart the TTL of every key of the job, so they expire together.
-
-        False (and nothing stored) when the job's record expired meanwhile.
-        """
-        if not self.touch(job_id, "finished", time.time()):
-            return False
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(output_key(job_id), png, ex=self.ttl)
-        for key in (runtimes_key(task_type), runtimes_key(queue)):
-            pipe.lpush(key, round(runtime, 4))
-            pipe.ltrim(key, 0, RUNTIME_SAMPLES - 1)
-        pipe.execute()
-        return True
 
     def _input_keys(self, job_id: str) -> list[str]:
         raw = self.redis.hget(job_key(job_id), "inputs")

@@ -90,6 +90,7 @@ def test_a_job_running_longer_than_the_ttl_keeps_its_keys(short: tuple[Api, Any]
 
 
 def test_writes_to_an_expired_job_do_not_bring_it_back(short: tuple[Api, Any]) -> None:
+    from tasks.claims import JobClaims, Output
     from tasks.store import JobStore, job_key
 
     api, db = short
@@ -99,7 +100,11 @@ def test_writes_to_an_expired_job_do_not_bring_it_back(short: tuple[Api, Any]) -
     db.delete(job_key(task_id))  # as if it had expired
     assert store.claim_outcome(task_id, "REVOKED") == "EXPIRED"
     assert not store.touch(task_id, "started", 1)
-    assert not store.store_output(task_id, b"png", "test_steps", "cpu", 0.1)
+    claims = JobClaims(db, TTL)
+    assert claims.start(task_id, "worker#1").state == "EXPIRED"
+    assert claims.finish(task_id, "SUCCESS", "worker#1:1", Output(b"png", "test_steps", "cpu", 0.1)) == "EXPIRED"
+    assert claims.publish(task_id, "celery-task-meta-" + task_id, {"status": "PROCESSING"}, touch=True) == "EXPIRED"
+    assert not db.exists("celery-task-meta-" + task_id) or b"PROCESSING" not in db.get("celery-task-meta-" + task_id)
     assert not db.exists(job_key(task_id))
     for method, path in (("get", "status"), ("get", "result"), ("post", "cancel")):
         assert api.http.request(method, f"/api/v1/tasks/{task_id}/{path}/").status_code == 404
