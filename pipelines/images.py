@@ -26,6 +26,9 @@ _deflate_pool: ThreadPoolExecutor | None = None
 
 EXIF_ORIENTATION = 0x0112
 ALLOWED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
+# Formats Pillow decodes safely that are converted on arrival (GIF: its first frame).
+CONVERTED_FORMATS = {"BMP", "DIB", "TIFF", "GIF"}
+CONVERTED = "atelier:converted-from"  # in Image.info: the format the image was converted from
 _URLSAFE = str.maketrans("-_", "+/")
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=-]+)*;base64,", re.IGNORECASE)
 
@@ -53,7 +56,8 @@ ROTATED = "atelier:exif-rotated"  # in Image.info: EXIF orientation turned it by
 
 
 def open_image(data: bytes, max_pixels: int, decode: bool = True) -> Image.Image:
-    """Open PNG/JPEG/WebP bytes, refusing oversized and truncated images.
+    """Open PNG/JPEG/WebP bytes (BMP, TIFF and GIF's first frame: decoded and converted, the
+    result's ``info[CONVERTED]`` naming the format), refusing oversized and truncated images.
 
     The pixel count is checked from the header before any pixel is decoded, so a
     decompression bomb costs nothing. ``decode=False`` (the web process, for images whose
@@ -68,15 +72,11 @@ def open_image(data: bytes, max_pixels: int, decode: bool = True) -> Image.Image
         raise ImageRejected(f"has more than the limit of {max_pixels:,} pixels") from None
     except Exception:
         raise ImageRejected("could not be decoded as an image (use PNG, JPEG or WebP)") from None
-    if image.format not in ALLOWED_FORMATS:
-        raise ImageRejected(f"is {image.format}; use PNG, JPEG or WebP")
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise ImageRejected(f"is {width}×{height} pixels; it must be at least 1×1")
-    if width * height > max_pixels:
-        raise ImageRejected(f"is {width}×{height} pixels, over the limit of {max_pixels:,} pixels")
+    _check_header(image, max_pixels)
+    if image.format in CONVERTED_FORMATS:
+        return _converted(image)
     if not decode:
-        if not _complete(data, image.format):
+        if not _complete(data, str(image.format)):
             raise ImageRejected("is truncated or corrupt")
         if not _rotated(image):  # else decoded now, so that its size is the size the user sees
             return image
@@ -89,6 +89,33 @@ def open_image(data: bytes, max_pixels: int, decode: bool = True) -> Image.Image
     if image.size != stored:
         image.info[ROTATED] = True  # its size is the displayed one: messages about its size say so
     return image
+
+
+def _check_header(image: Image.Image, max_pixels: int) -> None:
+    """Format and size, from the header: nothing decoded yet."""
+    if image.format not in ALLOWED_FORMATS and image.format not in CONVERTED_FORMATS:
+        raise ImageRejected(f"is {image.format}; use PNG, JPEG or WebP (BMP, TIFF and GIF are converted)")
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageRejected(f"is {width}×{height} pixels; it must be at least 1×1")
+    if width * height > max_pixels:
+        raise ImageRejected(f"is {width}×{height} pixels, over the limit of {max_pixels:,} pixels")
+
+
+def _converted(image: Image.Image) -> Image.Image:
+    """A BMP, TIFF or GIF (its first frame) decoded into a mode PNG keeps: what is stored and run."""
+    source = image.format
+    try:
+        image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+        mode = image.mode if image.mode in ("L", "LA", "RGB", "RGBA") else ("RGBA" if alpha else "RGB")
+        converted = image.convert(mode) if mode != image.mode else image.copy()
+    except Exception:
+        raise ImageRejected("is truncated or corrupt") from None
+    converted.info[CONVERTED] = source
+    return converted
 
 
 def _rotated(image: Image.Image) -> bool:

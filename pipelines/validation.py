@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from pipelines import OPERATIONS
 from pipelines.base import IMAGE_FIELDS, JobRequest, Operation
-from pipelines.images import ImageRejected, decode_base64, open_image
+from pipelines.images import CONVERTED, ImageRejected, decode_base64, encode_png, open_image
 
 MAX_PROMPT = 5000
 MAX_REPORTED = 20  # errors listed per request; a flood of bad names must not make a flood of output
@@ -132,7 +132,8 @@ def _read_images(
                 raise ImageRejected("must be a base64 string or an uploaded file")
             # Pixels are decoded here only where the operation's check reads them; the worker decodes the rest.
             images[name] = open_image(value, max_pixels, decode=name in operation.check_reads)
-            image_bytes[name] = value
+            # BMP, TIFF and GIF arrive converted: stored (and run) as PNG.
+            image_bytes[name] = encode_png(images[name]) if CONVERTED in images[name].info else value
         except ImageRejected as exc:
             _add(details, name, f"{name} {exc}")
     return image_bytes, images

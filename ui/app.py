@@ -24,6 +24,10 @@ CSS = """
   border-left: 4px solid #d97706; padding: 6px 12px; background: rgba(217, 119, 6, 0.12); border-radius: 6px;
 }
 footer { display: none !important; }
+/* Pop-ups at the bottom, narrow and brief: never over the header or a tab's buttons. */
+.toast-wrap { top: auto !important; bottom: var(--size-4) !important; max-width: min(24rem, calc(100vw - 24px)); }
+.status-detail pre { white-space: pre-wrap; word-break: break-word; font-size: var(--text-sm); margin: 4px 0 0; }
+.status-detail summary { cursor: pointer; color: var(--body-text-color-subdued); font-size: var(--text-sm); }
 """
 TABS = [
     ("Generate", "image_generation", generate.render),

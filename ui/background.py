@@ -12,6 +12,7 @@ from ui.chain import Rendered
 from ui.common import job_controls
 from ui.endpoints import Submission, endpoints
 from ui.models import mark
+from ui.uploads import raw_image
 
 EXAMPLES = [["assets/examples/chelsea.jpg"], ["assets/examples/rocket.jpg"]]
 
@@ -37,7 +38,9 @@ def render() -> Rendered:
     defaults = api.defaults
     with gr.Row():
         with gr.Column():
-            image = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"])
+            image = raw_image(
+                gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"])
+            )
             models = list(background_models())
             model = gr.Dropdown(models, value=defaults["model"], label="Model", allow_custom_value=True)
             mark(model, "background_removal", "model", models)  # "birefnet-general — downloads on first use"

@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +34,23 @@ from jobs import (
     get_client,
 )
 from jobs.status import JobStatus, StartCountdown, queued_message
+from pipelines.images import ImageRejected
 from settings import get_settings
-from ui.uploads import read, upload_of
+from ui.uploads import converted, read, upload_of
 
 if TYPE_CHECKING:
     from jobs.owners import Caller
     from ui.endpoints import Endpoints
 
 log = logging.getLogger("atelier.ui")
+# The status box's long texts, whole, in a collapsible "Details" (in the browser: no server round trip).
+STATUS_DETAIL = """
+(text) => {
+  if (!text || text.length < 140) return "";
+  const shown = text.replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]);
+  return `<details class="status-more"><summary>Details</summary><pre>${shown}</pre></details>`;
+}
+"""
 # A waiting page is woken by the job's own publications (progress, the end) and at least once a
 # second for its countdown; without a listener to spare, it polls (10 ms at first: small jobs
 # finish in milliseconds; then at most 5 reads a second).
@@ -350,16 +360,22 @@ async def ended(status: JobStatus, bar: ProgressBar, stem: str | None) -> AsyncI
         yield path, task_id, note
     elif status.status == JobState.FAILURE:
         yield None, task_id, f"Failed: {status.message}"
-        gr.Warning(html.escape(headline(status.message)), duration=8, title="The job failed")
+        short = headline(status.message)
+        more = " — the details are under Status" if short != status.message.strip() else ""
+        gr.Warning(html.escape(short + more), duration=8, title="The job failed")
         log.info("Job %s failed: %s", task_id, status.message[:300])
         raise gr.Error(html.escape(status.message, quote=False), visible=False, print_exception=False)
     else:
         yield None, task_id, "Cancelled"
 
 
-def headline(message: str, limit: int = 140) -> str:
-    """A message's first sentence, at most ``limit`` characters: what a pop-up shows of it."""
+def headline(message: str, limit: int = 100) -> str:
+    """What a pop-up shows of a message: its first sentence, or of a long one what comes before its
+    detail (a colon, a dash, a parenthesis), at most ``limit`` characters."""
     first = re.split(r"(?<=[.!?])\s|\n", message.strip(), maxsplit=1)[0]
+    if len(first) > limit:
+        first = re.split(r":\s| — | \(", first, maxsplit=1)[0]
+    first = re.split(r"\s(?:at|in|from|under|to)\s+/|\s/", first, maxsplit=1)[0]  # no server paths
     return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
 
 
@@ -462,6 +478,10 @@ class JobControls:
         task_type = endpoints.task_type
         names = list(inspect.signature(endpoints.submit).parameters)
         endpoints.labels.update(labels_of(dict(zip(names, inputs, strict=False))))
+        for name, widget in zip(names, inputs, strict=False):
+            if isinstance(widget, gr.Image | gr.ImageEditor):
+                check = checked_upload(endpoints.labels.get(name, "The image"), isinstance(widget, gr.ImageEditor))
+                widget.upload(check, widget, [widget, self.status], api_visibility="private")
         inputs = [*inputs, self.then]
         self.run_button.click(
             endpoints.run,
@@ -475,6 +495,31 @@ class JobControls:
             endpoints.submit, inputs, self.task_id, api_name=f"submit_{task_type}", concurrency_limit=None
         )
         self.cancel_button.click(cancel, self.task_id, self.status, api_visibility="private")
+
+
+def checked_upload(label: str, editor: bool = False) -> Callable[[Any], tuple[Any, Any]]:
+    """An image field's upload handler: a file that is no image (a text file renamed .jpg) is refused
+    at once, in the job system's words and the field's label, and the field emptied; a BMP, TIFF or
+    GIF is shown converted to PNG. The status box says which."""
+
+    def check(value: Any) -> tuple[Any, Any]:
+        upload = upload_of(value.get("background") if editor and isinstance(value, dict) else value)
+        if upload is None:
+            return gr.skip(), gr.skip()
+        try:
+            png, note = converted(read(upload) or b"", get_settings().max_pixels)
+        except ImageRejected as exc:
+            message = f"{label} {exc}"
+            log.info("Upload refused: %s", message)
+            gr.Warning(html.escape(message), title="Not an image Atelier can use")
+            return None, f"Not used: {message}"
+        if png is None:
+            return gr.skip(), gr.skip()
+        stem = Path(upload).stem if isinstance(upload, str) else "image"
+        path = publish(f"{uuid.uuid4()}/{stem}.png", png)
+        return ({"background": path, "layers": [], "composite": None} if editor else path), f"{label}: {note}"
+
+    return check
 
 
 def labels_of(widgets: Mapping[str, Any]) -> dict[str, str]:
@@ -500,7 +545,10 @@ def job_controls(task_type: str) -> JobControls:
         elem_classes="result",
     )
     send = send_buttons(task_type)
-    status = gr.Textbox(label="Status", interactive=False, elem_classes="job-status")
+    status = gr.Textbox(label="Status", interactive=False, max_lines=3, elem_classes="job-status")
+    # A long status (a missing model's paths and commands) also opens as a whole below it, in the page.
+    detail = gr.HTML("", elem_classes="status-detail", padding=False)
+    status.change(None, status, detail, js=STATUS_DETAIL, api_visibility="private")
     task_id = gr.Textbox(label="Task id", interactive=False, buttons=["copy"], elem_classes="task-id")
     then = follow_ups(task_type).steps
     with gr.Row():

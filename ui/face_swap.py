@@ -9,6 +9,7 @@ from ui.chain import Rendered
 from ui.common import job_controls, unchecked, whole
 from ui.endpoints import Submission, endpoints
 from ui.models import mark
+from ui.uploads import raw_image
 
 EXAMPLES = [["assets/examples/astronaut.jpg", "assets/examples/astronaut.jpg", -1]]
 
@@ -31,11 +32,11 @@ def render() -> Rendered:
     with gr.Row():
         with gr.Column():
             with gr.Row():
-                source = gr.Image(
-                    label="Source face", type="filepath", image_mode=None, sources=["upload", "clipboard"]
+                source = raw_image(
+                    gr.Image(label="Source face", type="filepath", image_mode=None, sources=["upload", "clipboard"])
                 )
-                target = gr.Image(
-                    label="Target photo", type="filepath", image_mode=None, sources=["upload", "clipboard"]
+                target = raw_image(
+                    gr.Image(label="Target photo", type="filepath", image_mode=None, sources=["upload", "clipboard"])
                 )
             face_index = unchecked(
                 gr.Number(

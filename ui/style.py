@@ -13,6 +13,7 @@ from ui.chain import Rendered
 from ui.common import job_controls, unchecked
 from ui.endpoints import Submission, endpoints
 from ui.models import mark
+from ui.uploads import raw_image
 
 THUMBNAILS = Path(__file__).resolve().parent.parent / "assets" / "styles"
 EXAMPLES = [["assets/examples/coffee.jpg", "starry-night"], ["assets/examples/astronaut.jpg", "mosaic"]]
@@ -38,7 +39,9 @@ def render() -> Rendered:
     api = endpoints("style_transfer", submission, style="mosaic", style_image=None)
     with gr.Row():
         with gr.Column():
-            image = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"])
+            image = raw_image(
+                gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"])
+            )
             gallery = gr.Gallery(
                 [(str(THUMBNAILS / f"{name}.jpg"), title) for name, title in presets],
                 label="Styles",
@@ -58,8 +61,8 @@ def render() -> Rendered:
                 allow_custom_value=True,
             )
             with gr.Accordion("…or use your own style image", open=False):
-                style_image = gr.Image(
-                    label="Style image", type="filepath", image_mode=None, sources=["upload", "clipboard"]
+                style_image = raw_image(
+                    gr.Image(label="Style image", type="filepath", image_mode=None, sources=["upload", "clipboard"])
                 )
             with gr.Row():
                 strength = unchecked(gr.Slider(0, 1, value=api.defaults["strength"], step=0.05, label="Strength"))

@@ -17,7 +17,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from pipelines.images import ImageRejected, decode_base64
+from pipelines.images import CONVERTED, ImageRejected, decode_base64, encode_png, open_image
 
 # An upload as a tab receives it: the server path of the uploaded file, or bytes (a data: URL).
 Upload = str | bytes
@@ -93,3 +93,13 @@ def painted(layers: list[Any], size: tuple[int, int]) -> np.ndarray:
         if image.size == size:
             mask |= np.asarray(image.convert("RGBA"))[..., 3] > 0
     return mask
+
+
+def converted(data: bytes, max_pixels: int) -> tuple[bytes | None, str]:
+    """(the PNG a BMP, TIFF or GIF upload becomes, None for an image kept as it is; what was done);
+    :class:`ImageRejected` for a file the job system would refuse, checked as it checks it."""
+    image = open_image(data, max_pixels, decode=False)
+    if CONVERTED not in image.info:
+        return None, "kept as uploaded"
+    what = "its first frame" if image.info[CONVERTED] == "GIF" else "it"
+    return encode_png(image), f"{image.info[CONVERTED]}, {what} converted to PNG ({image.width}×{image.height})"

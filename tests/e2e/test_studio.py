@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 from playwright.sync_api import Page, expect
 
+from pipelines.object_removal import FALLBACK_NOTE
 from tests.e2e.helpers import (
     EXAMPLES,
     occupy_cpu,
@@ -83,6 +84,23 @@ def test_remove_object_by_painting_a_mask(page: Page, live_server: str) -> None:
     original = np.asarray(Image.open(EXAMPLES / "coffee.jpg").convert("RGB"), dtype=int)
     assert out.shape == original.shape
     assert (np.abs(out - original).sum(axis=2) > 30).sum() > 50  # something was painted over
+    # "auto" without LaMa's weights: the status and the metadata say the basic engine ran instead.
+    status = tab.locator(".job-status textarea, .job-status input").first
+    expect(status).to_have_value(FALLBACK_NOTE)
+    assert result["metadata"]["fallback"]["instead_of"] == "lama"
+    assert (image.get_attribute("src") or "").endswith("/object-removed.png")  # the editor sends no file name
+    # LaMa chosen without its weights: a short pop-up below the header, the paths and commands under Status.
+    tab.get_by_label("Engine").click()
+    page.get_by_role("option", name=re.compile(r"^lama")).click()
+    tab.get_by_role("button", name="Run").click()
+    expect(status).to_have_value(re.compile(r"^Failed: "), timeout=30_000)
+    toast = page.locator(".toast-body").filter(has_text="the details are under Status").first
+    expect(toast).to_contain_text("The LaMa engine needs its weights")
+    expect(toast).not_to_contain_text("/tmp/")
+    header, popup = page.locator("#atelier-header").bounding_box(), toast.bounding_box()
+    assert header and popup and popup["y"] > header["y"] + header["height"], (header, popup)
+    tab.locator(".status-detail summary").click()
+    expect(tab.locator(".status-detail pre")).to_contain_text("download-models")
 
 
 def test_queued_job_shows_its_place_and_cancel_stops_it(page: Page, live_server: str, photo: Any) -> None:
@@ -210,3 +228,33 @@ def test_an_unknown_id_is_reported_plainly(page: Page, live_server: str) -> None
     expect(page.get_by_text(re.compile("Task not found")).first).to_be_visible(timeout=10_000)
     expect(page.get_by_text('<b id="injected">bold</b>', exact=False).first).to_be_visible()  # shown as text
     assert page.locator("#injected").count() == 0  # never rendered as HTML
+
+
+def test_uploads_are_checked_and_converted_in_the_tabs_words(page: Page, live_server: str, tmp_path: Path) -> None:
+    """A text file renamed .jpg is refused at once, in the field's label, never Gradio's internal error or
+    a server path; a BMP is converted and runs; the Status box says what happened each time."""
+    renamed = tmp_path / "notes.jpg"
+    renamed.write_text("not a picture")
+    bmp = tmp_path / "cup.bmp"
+    Image.open(EXAMPLES / "chelsea.jpg").save(bmp)
+    page.goto(live_server)
+    tab = open_tab(page, "Face swap", "face_swap")
+    status = tab.locator(".job-status textarea, .job-status input").first
+    upload(tab, renamed, 0)
+    refusal = "Source face could not be decoded as an image (use PNG, JPEG or WebP)"
+    expect(status).to_have_value(f"Not used: {refusal}")
+    expect(page.get_by_text(refusal).first).to_be_visible()  # the pop-up
+    tab = open_tab(page, "Style transfer", "style_transfer")
+    upload(tab, bmp)
+    status = tab.locator(".job-status textarea, .job-status input").first
+    expect(status).to_have_value("Photo: BMP, it converted to PNG (451×300)")
+    tab.get_by_role("button", name="Run").click()
+    expect(status).to_have_value("Done", timeout=30_000)
+    result = wait_for_result(tab).get_attribute("src") or ""
+    assert result.endswith("/cup-style-mosaic.png") and fetch(live_server, result).size == (451, 300)
+    tab = open_tab(page, "Remove object", "object_removal")
+    tab.get_by_role("button", name="Run").click()  # nothing uploaded: the page's words, no API talk
+    status = tab.locator(".job-status textarea, .job-status input").first
+    expect(status).to_have_value("Not submitted: Upload a photo first.")
+    body = page.locator("body").inner_text()
+    assert "Could not preprocess" not in body and "/tmp/" not in body and "handle_file" not in body

@@ -72,7 +72,7 @@ BAD_INPUTS = [
         "image",
         "limit",
     ),
-    ("GIF", {"task_type": "background_removal", "image": b64(RED, "GIF")}, "image", "use PNG, JPEG or WebP"),
+    ("ICO", {"task_type": "background_removal", "image": b64(RED.resize((16, 16)), "ICO")}, "image", "use PNG, JPEG"),
     ("image not a string", {"task_type": "background_removal", "image": 123}, "image", "base64 string"),
     ("unused image field", {**GEN, "mask": b64(RED)}, "mask", "not used by image_generation"),
     ("parameters not an object", {**GEN, "parameters": [1, 2]}, "parameters", "JSON object"),
@@ -203,3 +203,17 @@ def test_registry_routes_the_five_operations_as_designed() -> None:
             "object_removal": "cpu",
         }.items()
     )
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "GIF"])
+def test_bmp_tiff_and_gif_are_converted_on_arrival(fmt: str) -> None:
+    """DESIGN.md: BMP, TIFF and GIF's first frame are converted on arrival (stored as PNG), within the pixel limit."""
+    import io
+
+    submission, _ = validate_submission({"task_type": "background_removal", "image": b64(RED, fmt)}, {}, 10**6)
+    stored = Image.open(io.BytesIO(submission.image_bytes["image"]))
+    assert stored.format == "PNG" and stored.size == (64, 64)
+    assert stored.convert("RGB").getpixel((5, 5)) == (200, 30, 30) or fmt == "GIF"  # GIF: a palette colour
+    with pytest.raises(InvalidSubmission) as refused:
+        validate_submission({"task_type": "background_removal", "image": b64(RED, fmt)}, {}, 1000)
+    assert "over the limit of 1,000 pixels" in refused.value.details["image"][0]
