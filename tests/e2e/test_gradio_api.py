@@ -137,6 +137,23 @@ def test_errors_reach_the_script_as_app_errors(client: Any) -> None:
         client.predict("", "", 512, 512, 4, 0, -1, 1, api_name="/submit_image_generation")
 
 
+def test_input_errors_speak_the_tabs_words(client: Any, tmp_path: Path) -> None:
+    """The facts REST gives, in the labels of the tab's fields; never Gradio's internal error or a server path."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as missing:
+        client.predict(None, None, -1, api_name="/face_swap")
+    assert str(missing.value.message) == "Source face is required; Target photo is required"
+    with pytest.raises(AppError, match=r"^Upload a photo first\. From the API, pass the photo as an image-editor"):
+        client.predict(None, None, "auto", 0, api_name="/submit_object_removal")
+    renamed = tmp_path / "notes.jpg"
+    renamed.write_text("not a picture")
+    with pytest.raises(AppError) as refused:
+        client.predict(handle_file(str(renamed)), "mosaic", None, 1, "fast", False, api_name="/style_transfer")
+    assert str(refused.value.message) == "Photo could not be decoded as an image (use PNG, JPEG or WebP)"
+
+
 def test_cancel_task_stops_a_queued_job_and_refuses_a_finished_one(client: Any, live_server: str, photo: Any) -> None:
     from gradio_client.exceptions import AppError
 
