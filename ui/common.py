@@ -431,7 +431,8 @@ def stem_of(images: Mapping[str, Any]) -> str | None:
     """The name of the photo a job changes (a face swap's target photo), for its result's file name."""
     for field in ("target_image", "image"):
         if isinstance(images.get(field), str):
-            return Path(images[field]).stem
+            stem = Path(images[field]).stem
+            return None if stem in ("background", "image", "blob") else stem  # the editor's own names
     return None
 
 
@@ -479,8 +480,10 @@ class JobControls:
         names = list(inspect.signature(endpoints.submit).parameters)
         endpoints.labels.update(labels_of(dict(zip(names, inputs, strict=False))))
         for name, widget in zip(names, inputs, strict=False):
-            if isinstance(widget, gr.Image | gr.ImageEditor):
-                check = checked_upload(endpoints.labels.get(name, "The image"), isinstance(widget, gr.ImageEditor))
+            # Not the object editor: it draws what it is given in the browser (a file that is no image
+            # never reaches the server) and sends it on as PNG; an upload handler would reload it.
+            if isinstance(widget, gr.Image):
+                check = checked_upload(endpoints.labels.get(name, "The image"))
                 widget.upload(check, widget, [widget, self.status], api_visibility="private")
         inputs = [*inputs, self.then]
         self.run_button.click(
@@ -497,13 +500,13 @@ class JobControls:
         self.cancel_button.click(cancel, self.task_id, self.status, api_visibility="private")
 
 
-def checked_upload(label: str, editor: bool = False) -> Callable[[Any], tuple[Any, Any]]:
+def checked_upload(label: str) -> Callable[[Any], tuple[Any, Any]]:
     """An image field's upload handler: a file that is no image (a text file renamed .jpg) is refused
     at once, in the job system's words and the field's label, and the field emptied; a BMP, TIFF or
     GIF is shown converted to PNG. The status box says which."""
 
     def check(value: Any) -> tuple[Any, Any]:
-        upload = upload_of(value.get("background") if editor and isinstance(value, dict) else value)
+        upload = upload_of(value)
         if upload is None:
             return gr.skip(), gr.skip()
         try:
@@ -517,7 +520,7 @@ def checked_upload(label: str, editor: bool = False) -> Callable[[Any], tuple[An
             return gr.skip(), gr.skip()
         stem = Path(upload).stem if isinstance(upload, str) else "image"
         path = publish(f"{uuid.uuid4()}/{stem}.png", png)
-        return ({"background": path, "layers": [], "composite": None} if editor else path), f"{label}: {note}"
+        return path, f"{label}: {note}"
 
     return check
 
@@ -548,7 +551,7 @@ def job_controls(task_type: str) -> JobControls:
     status = gr.Textbox(label="Status", interactive=False, max_lines=3, elem_classes="job-status")
     # A long status (a missing model's paths and commands) also opens as a whole below it, in the page.
     detail = gr.HTML("", elem_classes="status-detail", padding=False)
-    status.change(None, status, detail, js=STATUS_DETAIL, api_visibility="private")
+    status.change(None, status, detail, js=STATUS_DETAIL, show_progress="hidden", api_visibility="private")
     task_id = gr.Textbox(label="Task id", interactive=False, buttons=["copy"], elem_classes="task-id")
     then = follow_ups(task_type).steps
     with gr.Row():

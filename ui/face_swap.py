@@ -11,7 +11,7 @@ from ui.endpoints import Submission, endpoints
 from ui.models import mark
 from ui.uploads import raw_image
 
-EXAMPLES = [["assets/examples/astronaut.jpg", "assets/examples/astronaut.jpg", -1]]
+EXAMPLES = [["assets/examples/grace_hopper.jpg", "assets/examples/astronaut.jpg", -1]]  # two different people
 
 
 def submission(image: str | None, target_image: str | None, face_index: float) -> Submission:

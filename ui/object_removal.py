@@ -19,6 +19,8 @@ from ui.endpoints import Submission, endpoints
 from ui.models import mark
 from ui.uploads import Upload, painted, raw_editor, raw_image, read, upload_of
 
+# The spoon on the saucer, its mask shown beside the photo. (Not as a layer of the editor: Gradio's
+# editor draws an example's layers out of place.)
 EXAMPLES = [
     [{"background": "assets/examples/coffee.jpg", "layers": [], "composite": None}, "assets/examples/coffee_mask.png"]
 ]
@@ -119,13 +121,14 @@ def render() -> Rendered:
                     elem_id="object-editor",
                 )
             )
-            with gr.Accordion("…or upload a mask", open=False):
+            with gr.Accordion("…or upload a mask", open=True):
                 mask = raw_image(
                     gr.Image(
                         label="Mask (white = remove, same size as the photo)",
                         type="filepath",
                         image_mode=None,  # the uploaded file as is: no re-encoding into a shared cache file
                         elem_id="object-mask",
+                        height=220,
                     )
                 )
             with gr.Row():
@@ -143,6 +146,6 @@ def render() -> Rendered:
         hint="Choose several photos of the same size: the one mask above (uploaded, or painted over a photo "
         "in the editor) is removed from each of them.",
     )
-    gr.Examples(EXAMPLES, [editor, mask], label="Try")
+    gr.Examples(EXAMPLES, [editor, mask], label="Try: remove the spoon", elem_id="object-examples")
     controls.wire(api, inputs)
     return Rendered(controls.task_id, batch, controls.result, controls.send, {"object_removal": editor})

@@ -113,7 +113,6 @@ def test_a_style_transfer_batch_fills_the_gallery_and_zips_the_results(
 
 
 def upload_mask(page: Page, tab: Locator) -> None:
-    tab.get_by_text("…or upload a mask").click()
     page.locator("#object-mask input[type=file]").set_input_files(str(EXAMPLES / "coffee_mask.png"))
     expect(page.locator("#object-mask img").first).to_be_visible(timeout=10_000)
 

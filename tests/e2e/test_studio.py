@@ -109,7 +109,6 @@ def test_queued_job_shows_its_place_and_cancel_stops_it(page: Page, live_server:
         page.goto(live_server)
         tab = open_tab(page, "Remove object", "object_removal")
         upload_to_editor(tab.locator("#object-editor"), EXAMPLES / "coffee.jpg")
-        tab.get_by_text("…or upload a mask").click()
         page.locator("#object-mask input[type=file]").set_input_files(str(EXAMPLES / "coffee_mask.png"))
         expect(page.locator("#object-mask img").first).to_be_visible(timeout=10_000)
         tab.get_by_role("button", name="Run").click()
@@ -258,3 +257,19 @@ def test_uploads_are_checked_and_converted_in_the_tabs_words(page: Page, live_se
     expect(status).to_have_value("Not submitted: Upload a photo first.")
     body = page.locator("body").inner_text()
     assert "Could not preprocess" not in body and "/tmp/" not in body and "handle_file" not in body
+
+
+def test_the_remove_object_example_shows_the_spoon_s_mask_and_removes_it(page: Page, live_server: str) -> None:
+    page.goto(live_server)
+    tab = open_tab(page, "Remove object", "object_removal")
+    tab.locator("#object-examples table tbody tr td, #object-examples .gallery-item").first.click()
+    expect(page.locator("#object-mask img").first).to_be_visible()  # the mask in sight, not folded away
+    expect(tab.locator("#object-editor canvas").first).to_be_visible()
+    tab.get_by_role("button", name="Run").click()
+    image = wait_for_result(tab)
+    result = httpx.get(f"{live_server}/api/v1/tasks/{task_id_of(tab)}/result/").json()["result"]
+    spoon = np.asarray(Image.open(EXAMPLES / "coffee_mask.png")) > 127
+    assert result["metadata"]["masked_pixels"] == spoon.sum()
+    out = np.asarray(fetch(live_server, image.get_attribute("src") or "").convert("RGB"), dtype=int)
+    original = np.asarray(Image.open(EXAMPLES / "coffee.jpg").convert("RGB"), dtype=int)
+    assert (np.abs(out - original).sum(axis=2) > 30)[spoon].mean() > 0.3  # the spoon is painted over
