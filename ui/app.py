@@ -15,6 +15,18 @@ from ui.common import caller
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", radius_size="md")
 CSS = """
 .tab-wrapper, .tab-container { flex-wrap: nowrap; overflow-x: auto; }
+/* On a phone every tab stays in sight: Gradio puts the tabs it measures as not fitting behind "⋯";
+   here they are measured as tiny (so none is) and the bar wraps onto a second line instead. */
+@media (max-width: 720px) {
+  #studio-tabs > .tab-wrapper { height: auto; padding-bottom: 2px; }
+  #studio-tabs > .tab-wrapper > .tab-container.visually-hidden button {
+    font-size: 1px !important; padding: 0 !important; min-width: 0 !important; width: 1px !important;
+  }
+  #studio-tabs > .tab-wrapper > .tab-container[role=tablist] { flex-wrap: wrap; height: auto; overflow: visible; }
+  #studio-tabs > .tab-wrapper > .tab-container[role=tablist] > button { padding: 6px 9px; font-size: var(--text-sm); }
+  #studio-tabs .overflow-menu { display: none; }
+  #object-examples { overflow-x: auto; }
+}
 .checkerboard .result img, .checkerboard .result canvas, .checkerboard .batch-gallery img {
   background-color: #fff;
   background-image: conic-gradient(#d6d6d6 25%, #fff 0 50%, #d6d6d6 0 75%, #fff 0);

@@ -25,6 +25,7 @@ from tests.e2e.helpers import (
     upload_to_editor,
     wait_for_result,
 )
+from ui.app import TABS
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -215,6 +216,17 @@ def test_phone_layout_keeps_the_tabs_reachable(browser: Any, live_server: str, a
     page = context.new_page()
     page.goto(live_server)
     expect(page.get_by_role("tab", name="Generate")).to_be_visible(timeout=15_000)
+    page.wait_for_load_state("networkidle")
+    expect(page.get_by_role("button", name="More tabs")).to_be_hidden()  # nothing behind "⋯"
+    for name, panel in [
+        *((title, task_type) for title, task_type, _ in TABS),
+        ("PNG Info", "png_info"),
+        ("Tasks", "tasks"),
+    ]:
+        page.get_by_role("tab", name=name, exact=True).click()  # every tab one tap away
+        expect(page.locator(f"#tab-{panel}")).to_be_visible()
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, width  # nothing wider than the phone (the examples' table included)
     page.screenshot(path=str(artifacts / "phone.png"), full_page=True)
     context.close()
 
