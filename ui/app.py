@@ -64,15 +64,38 @@ def header() -> str:
         )
     parts, banners = [], []
     served = operations_by_queue()
+    devices = queue_devices(client)
     for queue, info in health["queues"].items():
         workers = len(info["workers"])
-        parts.append(f"<b>{queue}</b>: {workers} worker{'s' if workers != 1 else ''}, {info['waiting']} waiting")
+        name = queue_name(queue, devices.get(queue, set()))
+        parts.append(f"<b>{name}</b>: {workers} worker{'s' if workers != 1 else ''}, {info['waiting']} waiting")
         if not workers and served[queue]:
             banners.append(
                 f"<div class='atelier-banner'>No {queue.upper()} worker is running: "
                 f"{', '.join(served[queue])} will wait.</div>"
             )
     return mine + "<div class='atelier-health'>" + " · ".join(parts) + "</div>" + "".join(banners)
+
+
+def queue_devices(client: JobClient) -> dict[str, set[str]]:
+    """The devices (cpu, cuda) the live workers of each queue run their jobs on, as they report them."""
+    from jobs.models import live_reports
+
+    devices: dict[str, set[str]] = {}
+    try:
+        for report in live_reports(client):
+            for queue in report.get("queues") or []:
+                devices.setdefault(queue, set()).add(str(report.get("device", "")))
+    except Exception:  # workers of a version without reports: queues named plainly
+        return {}
+    return devices
+
+
+def queue_name(queue: str, devices: set[str]) -> str:
+    """A queue named by what it runs on: "gpu queue (on CPU)" when none of its workers has a GPU."""
+    if queue == "gpu" and devices and "cuda" not in devices:
+        return "gpu queue (on CPU)"
+    return f"{queue} queue" if devices else queue
 
 
 def own_numbers(client: JobClient) -> str:

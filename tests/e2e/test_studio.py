@@ -196,8 +196,12 @@ def test_tasks_tab_picks_a_job_up_by_id_and_lists_recent_jobs(page: Page, live_s
 def test_header_shows_workers_and_a_banner_for_an_unserved_queue(page: Page, live_server: str) -> None:
     page.goto(live_server)
     header = page.locator("#atelier-header")
-    expect(header).to_contain_text("gpu: 1 worker")
-    expect(header).to_contain_text("cpu: 1 worker")
+    from pipelines.inventory import device
+    from settings import get_settings
+
+    gpu = "gpu queue" if device(get_settings()) == "cuda" else "gpu queue (on CPU)"  # named by what it runs on
+    expect(header).to_contain_text(f"{gpu}: 1 worker")
+    expect(header).to_contain_text("cpu queue: 1 worker")
     expect(header).not_to_contain_text("No GPU worker")
 
 
