@@ -34,6 +34,18 @@ def submission(
     return {"images": {"image": image, "style_image": style_image}, "parameters": params}
 
 
+def working_sizes() -> str:
+    """What the engines do to a large photo, said before it is sent: the tab's note."""
+    from pipelines.diffusion import MAX_WORKING_SIDE
+    from pipelines.style_transfer import StyleTransferParameters
+
+    fast = StyleTransferParameters.model_fields["max_size"].default
+    return (
+        f"Large photos: the fast engine styles at most {fast} px on the longest side and the diffusion engine "
+        f"{MAX_WORKING_SIDE} px; the result is scaled back to the photo's size (the status says so)."
+    )
+
+
 def render() -> Rendered:
     presets = style_presets()
     api = endpoints("style_transfer", submission, style="mosaic", style_image=None)
@@ -69,6 +81,7 @@ def render() -> Rendered:
                 engine = gr.Radio(list(engines("style_transfer")), value=api.defaults["engine"], label="Engine")
                 mark(engine, "style_transfer", "engine", engines("style_transfer"))
             preserve = gr.Checkbox(api.defaults["preserve_color"], label="Keep the photo's colours")
+            gr.Markdown(working_sizes(), elem_id="style-limits", elem_classes="limits-note")
         with gr.Column():
             controls = job_controls("style_transfer")
     inputs = [image, style, style_image, strength, engine, preserve]

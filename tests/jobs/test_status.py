@@ -121,3 +121,21 @@ def test_waiting_clients_ignore_a_moving_estimate() -> None:
 
     assert queued(3.0).looks() == queued(9.0).looks()
     assert queued(3.0).looks() != describe_queued("id-1", RECORD, QueueView(1, 1, 3.0)).looks()
+
+
+def test_the_start_countdown_is_steady_while_the_estimates_wobble() -> None:
+    from jobs.status import StartCountdown, queued_message, steady_seconds
+
+    countdown = StartCountdown()
+    # Polls a second apart whose estimates jump about as running jobs speed up and slow down (6 → 7 → 9 → 10 → 1).
+    shown = [countdown.seconds(eta, now) for now, eta in enumerate([6.0, 7.0, 9.0, 10.0, 4.0, 3.5, 2.0, 1.0])]
+    assert shown == sorted(shown, reverse=True), shown  # never counts up by a second or two
+    assert shown[0] == 6 and shown[-1] <= 2
+    countdown = StartCountdown()
+    assert countdown.seconds(5.0, 0.0) == 5
+    assert countdown.seconds(60.0, 1.0) == 20  # a real change (a long job started ahead): shown, smoothed
+    assert [steady_seconds(s) for s in (0.2, 9.4, 12, 58, 61, 150)] == [1, 9, 10, 60, 60, 120]
+    status = describe_queued("t", RECORD, QueueView(2, 1, 4.0))
+    assert queued_message(status, 35) == "Queued — 2nd in the cpu queue, starts in about 35 s"
+    assert queued_message(status, 120) == "Queued — 2nd in the cpu queue, starts in about 2 min"
+    assert queued_message(status, None) == "Queued — 2nd in the cpu queue"
