@@ -115,6 +115,10 @@ def test_queued_job_shows_its_place_and_cancel_stops_it(page: Page, live_server:
         tab.get_by_role("button", name="Run").click()
         status_box = tab.locator(".job-status textarea, .job-status input").first
         expect(status_box).to_have_value(re.compile(r"Queued — 1st in the cpu queue"), timeout=15_000)
+        # A progress bar while queued (not only a spinner), its text the place in the queue.
+        bar = tab.locator(".result .progress-level").first
+        expect(bar).to_be_visible()
+        expect(tab.locator(".result")).to_contain_text("Queued — 1st in the cpu queue")
         task_id = task_id_of(tab)
         tab.get_by_role("button", name="Cancel").click()
         expect(status_box).to_have_value("Cancelled", timeout=10_000)
