@@ -41,10 +41,29 @@ def submitted(created_at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(created_at))
 
 
+# A state as the page says it (the API's names stay in the API).
+STATUS_WORDS = {
+    "PENDING": "Queued",
+    "PROCESSING": "Running",
+    "SUCCESS": "Done",
+    "FAILURE": "Failed",
+    "REVOKED": "Cancelled",
+}
+
+
+def status_word(state: Any) -> str:
+    return STATUS_WORDS.get(str(state), str(state).title())
+
+
 def rows(entries: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """The table's rows: task id, status, operation, submit time."""
     return [
-        [str(entry["task_id"]), str(entry["status"]), operation_title(entry), submitted(float(entry["created_at"]))]
+        [
+            str(entry["task_id"]),
+            status_word(entry["status"]),
+            operation_title(entry),
+            submitted(float(entry["created_at"])),
+        ]
         for entry in entries
     ]
 

@@ -4,14 +4,24 @@ access control on, another user's id answers as an unknown one."""
 
 from __future__ import annotations
 
+import html
 import time
 from typing import Any
 
 import gradio as gr
 
-from jobs import BatchNotFound, BatchStatus, JobConflict, JobNotFound, JobStatus, ServiceUnavailable, get_client
+from jobs import (
+    BatchNotFound,
+    BatchStatus,
+    JobConflict,
+    JobNotFound,
+    JobState,
+    JobStatus,
+    ServiceUnavailable,
+    get_client,
+)
 from ui import history
-from ui.batch import answering, cancel_unfinished, save_archive
+from ui.batch import FAILURES_SHOWN, answering, cancel_unfinished, save_archive
 from ui.common import caller, error, save_result, unreachable
 
 RECENT = 20
@@ -86,10 +96,31 @@ def _find(task_id: str) -> JobStatus | BatchStatus:
         raise unreachable() from None
 
 
-def look_up(task_id: str) -> dict[str, Any]:
-    """The Status button: a job's status, or a batch's (as GET /api/v1/batches/{id}/ gives it)."""
-    found = _find(_task_id(task_id))
-    return found.as_dict() if isinstance(found, JobStatus) else found.model_dump(mode="json")
+def look_up(task_id: str) -> str:
+    """The Status button: a job's status, or a batch's, as a person reads it."""
+    return summary(_find(_task_id(task_id)))
+
+
+def summary(found: JobStatus | BatchStatus) -> str:
+    """A status as a short table: the operation's title, the state in words, progress and message."""
+    title = history.operation_title({"task_type": found.task_type})
+    rows = [("Operation", title), ("Status", history.status_word(found.status)), ("Progress", f"{found.progress} %")]
+    if isinstance(found, BatchStatus):
+        rows = [("Batch", f"{found.total} item{'s' if found.total != 1 else ''}"), *rows]
+        rows.append(("Items", found.message))
+        failed = [item for item in found.items if item.status == JobState.FAILURE][:FAILURES_SHOWN]
+        rows += [(f"Failed: {item.name or item.task_id}", item.message) for item in failed]
+        key = "Batch id"
+    else:
+        rows.append(("Message", found.message))
+        if found.position is not None:
+            rows.append(("Place in the queue", str(found.position)))
+        key = "Task id"
+    rows.append((key, found.task_id if isinstance(found, JobStatus) else found.batch_id))
+    cells = "\n".join(
+        f"| {name} | {html.escape(str(value), quote=False).replace('|', '&#124;')} |" for name, value in rows
+    )
+    return "| | |\n|---|---|\n" + cells
 
 
 def look_up_result(task_id: str) -> tuple[str | None, str | None]:
@@ -101,26 +132,28 @@ def look_up_result(task_id: str) -> tuple[str | None, str | None]:
         return None, save_archive(task_id, caller(get_client()))
 
 
-def cancel_any(task_id: str) -> dict[str, Any]:
-    """The Cancel button: a job, or every unfinished item of a batch."""
+def cancel_any(task_id: str) -> str:
+    """The Cancel button: a job, or every unfinished item of a batch; the status afterwards."""
     task_id = _task_id(task_id)
     if isinstance(_find(task_id), JobStatus):
-        return cancel_task(task_id)
+        cancel_task(task_id)
+        return look_up(task_id)
     with answering(task_id):
-        return cancel_unfinished(task_id, caller(get_client())).model_dump(mode="json")
+        return summary(cancel_unfinished(task_id, caller(get_client())))
 
 
 def batch_label(task_type: str, total: float | None) -> str:
-    """How a batch shows in the recent list, in the Operation column: "style_transfer · batch of 12"."""
+    """How a batch shows in the recent list, in the Operation column: "Style transfer · batch of 12 items"."""
     count = int(total or 0)
-    return f"{task_type} · batch of {count} item{'s' if count != 1 else ''}"
+    return f"{history.operation_title({'task_type': task_type})} · batch of {count} item{'s' if count != 1 else ''}"
 
 
 def remember(task_id: str, task_type: str, recent: list[list[str]] | None) -> tuple[list[list[str]], list[list[str]]]:
-    """Put a job (or a batch: ``task_type`` is then its ``batch_label``) at the top of the recent list."""
+    """Put a job (or a batch: ``task_type`` is then its ``batch_label``) at the top of the recent list,
+    under its operation's title."""
     recent = [row for row in (recent or []) if row and row[0] != task_id]
     if task_id:
-        recent.insert(0, [task_id, task_type, time.strftime("%H:%M:%S")])
+        recent.insert(0, [task_id, history.operation_title({"task_type": task_type}), time.strftime("%H:%M:%S")])
     recent = recent[:RECENT]
     return recent, recent
 
@@ -134,8 +167,9 @@ def render(recent: gr.BrowserState) -> gr.Dataframe:
         status_button = gr.Button("Status", variant="primary", scale=1)
         result_button = gr.Button("Result", scale=1)
         cancel_button = gr.Button("Cancel", variant="stop", scale=1)
+    status = gr.JSON(label="Status", visible=False)  # the task_status and cancel_task endpoints' output
     with gr.Row():
-        status = gr.JSON(label="Status")
+        shown = gr.Markdown(elem_id="lookup-status", container=True, min_height=120)
         with gr.Column():
             result = gr.Image(
                 label="Result", type="filepath", format="png", interactive=False, buttons=["download", "fullscreen"]
@@ -150,9 +184,9 @@ def render(recent: gr.BrowserState) -> gr.Dataframe:
     )
     # The buttons take either kind of id; the Gradio API has one endpoint per kind (batch_status
     # and the rest are in ui/batch_api.py), on a hidden button with the same inputs and outputs.
-    status_button.click(look_up, task_id, status, api_visibility="private", concurrency_limit=None)
+    status_button.click(look_up, task_id, shown, api_visibility="private", concurrency_limit=None)
     result_button.click(look_up_result, task_id, [result, archive], api_visibility="private", concurrency_limit=None)
-    cancel_button.click(cancel_any, task_id, status, api_visibility="private", concurrency_limit=None)
+    cancel_button.click(cancel_any, task_id, shown, api_visibility="private", concurrency_limit=None)
     api = gr.Button(visible=False)
     api.click(task_status, task_id, status, api_name="task_status", concurrency_limit=None)
     api.click(task_result, task_id, result, api_name="task_result", concurrency_limit=None)
@@ -163,7 +197,7 @@ def render(recent: gr.BrowserState) -> gr.Dataframe:
 
     for rows in (table, mine.table):
         rows.select(pick, rows, task_id, api_visibility="private").then(
-            look_up, task_id, status, api_visibility="private"
+            look_up, task_id, shown, api_visibility="private"
         )
 
     def pick_picture(shown: list[str], event: gr.SelectData) -> str:
@@ -171,6 +205,6 @@ def render(recent: gr.BrowserState) -> gr.Dataframe:
         return shown[index] if 0 <= index < len(shown) else ""
 
     mine.gallery.select(pick_picture, mine.shown, task_id, api_visibility="private").then(
-        look_up, task_id, status, api_visibility="private"
+        look_up, task_id, shown, api_visibility="private"
     )
     return table

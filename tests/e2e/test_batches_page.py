@@ -104,7 +104,7 @@ def test_a_style_transfer_batch_fills_the_gallery_and_zips_the_results(
     tasks = open_tab(page, "Tasks", "tasks")
     table = tasks.locator("#recent-jobs table").first
     expect(table).to_contain_text(batch_id, timeout=10_000)
-    expect(table).to_contain_text("style_transfer · batch of 3 items")
+    expect(table).to_contain_text("Style transfer · batch of 3 items")
     tasks.locator("#lookup-id textarea, #lookup-id input").first.fill(batch_id)
     tasks.get_by_role("button", name="Status").click()
     expect(tasks.get_by_text("3 of 3 done").first).to_be_visible(timeout=10_000)

@@ -190,7 +190,9 @@ def test_tasks_tab_picks_a_job_up_by_id_and_lists_recent_jobs(page: Page, live_s
     lookup.fill(task_id)
     expect(lookup).to_have_value(task_id)
     tasks.get_by_role("button", name="Status").click()
-    expect(tasks.get_by_text('"SUCCESS"').first).to_be_visible(timeout=10_000)
+    summary = tasks.locator("#lookup-status")
+    expect(summary).to_contain_text("Style transfer", timeout=10_000)  # in words: no JSON, no internal names
+    expect(summary).to_contain_text("Done")
     tasks.get_by_role("button", name="Result").click()
     expect(tasks.locator("img").first).to_be_visible(timeout=10_000)
     tasks.get_by_role("button", name="Cancel").click()
