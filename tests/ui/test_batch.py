@@ -192,10 +192,11 @@ def test_a_batch_of_object_removals_shares_one_mask(tmp_path: Path) -> None:
 
 
 def test_batches_show_in_the_recent_list_with_their_size() -> None:
-    assert batch_label("style_transfer", 12.0) == "style_transfer · batch of 12 items"
-    assert batch_label("face_swap", 1) == "face_swap · batch of 1 item"
-    rows, table = remember(BATCH, batch_label("style_transfer", 3), [["older", "face_swap", "10:00:00"]])
-    assert rows == table and rows[0][:2] == [BATCH, "style_transfer · batch of 3 items"] and len(rows) == 2
+    assert batch_label("style_transfer", 12.0) == "Style transfer · batch of 12 items"
+    assert batch_label("face_swap", 1) == "Face swap · batch of 1 item"
+    rows, table = remember(BATCH, batch_label("style_transfer", 3), [["older", "Face swap", "10:00:00"]])
+    assert rows == table and rows[0][:2] == [BATCH, "Style transfer · batch of 3 items"] and len(rows) == 2
+    assert remember("job", "object_removal", rows)[0][0][1] == "Remove object"  # titles, not internal names
 
 
 class FakeClient:
