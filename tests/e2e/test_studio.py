@@ -131,7 +131,7 @@ def test_a_validation_error_is_shown_readably(page: Page, live_server: str) -> N
     page.goto(live_server)
     tab = open_tab(page, "Generate", "image_generation")
     tab.get_by_role("button", name="Run").click()
-    expect(page.get_by_text("Prompt is required for image_generation").first).to_be_visible(timeout=10_000)
+    expect(page.get_by_text("Prompt is required", exact=True).first).to_be_visible(timeout=10_000)  # the tab's words
 
 
 def test_generate_tab_shows_the_image_and_a_failure_says_why(
