@@ -196,7 +196,7 @@ def save_result(task_id: str, who: Caller | None = None, stem: str | None = None
     it must be visible to; another owner's job is :class:`JobNotFound`). The file is named for a
     download after the photo (``stem``) and what was done: ``photo-style-mosaic.png``."""
     _, result, png = get_client().result(task_id, who)
-    return publish(f"{task_id}/{download_name(result, stem)}", png)
+    return publish(f"{task_id}/{download_name(result, stem)}", png, served=True)
 
 
 def download_name(result: Mapping[str, Any], stem: str | None = None) -> str:
@@ -217,15 +217,18 @@ def download_name(result: Mapping[str, Any], stem: str | None = None) -> str:
     return f"{words[:80].rstrip('-') or 'result'}.png"
 
 
-def publish(name: str, data: bytes | IO[bytes]) -> str:
+def publish(name: str, data: bytes | IO[bytes], served: bool = False) -> str:
     """Put ``data`` (bytes, or a file to copy from) at ``RESULTS/name`` in one step and return the path.
 
     Gradio hashes a returned file, then copies it into its cache: a file rewritten in place
-    (a second viewer of the same job, the next preview) could be copied half-written.
+    (a second viewer of the same job, the next preview) could be copied half-written. A file that
+    never changes under its name (a job's result) goes straight into Gradio's cache (``served``):
+    Gradio serves it from there as it is, without hashing and copying it.
     """
-    RESULTS.mkdir(exist_ok=True)
+    root = served_root() if served else RESULTS
+    root.mkdir(parents=True, exist_ok=True)
     sweep(get_settings().result_ttl)
-    path = RESULTS / name
+    path = root / name
     path.parent.mkdir(exist_ok=True)  # one folder per job: its file keeps a name fit for a download
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as staging:
         staging_path = Path(staging.name)
@@ -254,10 +257,18 @@ def sweep(max_age: float, every: float = 60.0) -> None:
     if now - _swept < every:
         return
     _swept = now
-    for path in RESULTS.iterdir():
-        with contextlib.suppress(OSError):  # another process swept it first
-            if now - path.stat().st_mtime > max_age:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for root in (RESULTS, served_root()):
+        for path in root.iterdir() if root.is_dir() else ():
+            with contextlib.suppress(OSError):  # another process swept it first
+                if now - path.stat().st_mtime > max_age:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def served_root() -> Path:
+    """Where jobs' results are published: inside Gradio's cache, which it serves files from as they are."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder()) / "atelier-results"
 
 
 class ProgressBar:
@@ -383,7 +394,7 @@ def finished(task_id: str, stem: str | None = None) -> tuple[str, str]:
     """The finished job's image, published for the page, and its status line: "Done", with what the
     user should know of how it was made (a fallback engine, a lower working resolution)."""
     _, result, png = get_client().result(task_id)
-    path = publish(f"{task_id}/{download_name(result, stem)}", png)
+    path = publish(f"{task_id}/{download_name(result, stem)}", png, served=True)
     return path, done_message(result)
 
 
