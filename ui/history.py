@@ -7,18 +7,20 @@ import io
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import gradio as gr
 from PIL import Image
 
 from jobs import JobNotFound, JobState, ServiceUnavailable, get_client
 from jobs.owners import Caller, Usage
-from ui.common import RESULTS, caller, publish
+from ui.common import caller, publish, served_root
 
 PAGE = 20  # jobs per page, and so at most this many thumbnails made per refresh
 THUMBNAIL = 160  # pixels, the longer side
-HEADERS = ["Task id", "Status", "Operation", "Submitted"]
+HEADERS = ["Task id", "Status", "Operation", "Submitted", "Result"]
+# The result column shows the thumbnail.
+DATATYPES: list[Literal["str", "markdown"]] = ["str", "str", "str", "str", "markdown"]
 WINDOWS = {1: "this second", 60: "this minute", 3600: "this hour", 86400: "today"}
 
 
@@ -55,17 +57,17 @@ def status_word(state: Any) -> str:
     return STATUS_WORDS.get(str(state), str(state).title())
 
 
-def rows(entries: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    """The table's rows: task id, status, operation, submit time."""
-    return [
-        [
-            str(entry["task_id"]),
-            status_word(entry["status"]),
-            operation_title(entry),
-            submitted(float(entry["created_at"])),
-        ]
-        for entry in entries
-    ]
+def rows(entries: Sequence[Mapping[str, Any]], thumbnails: Mapping[str, str] | None = None) -> list[list[str]]:
+    """The table's rows: task id, status, operation, submit time, and the finished job's thumbnail
+    (``thumbnails``: task id → a file Gradio serves)."""
+    table = []
+    for entry in entries:
+        task_id = str(entry["task_id"])
+        thumb = (thumbnails or {}).get(task_id)
+        picture = f"![result](/gradio_api/file={thumb})" if thumb else ""
+        when = submitted(float(entry["created_at"]))
+        table.append([task_id, status_word(entry["status"]), operation_title(entry), when, picture])
+    return table
 
 
 def window_words(seconds: int) -> str:
@@ -92,7 +94,7 @@ def shrink(png: bytes, size: int = THUMBNAIL) -> bytes:
 
 def thumbnail(task_id: str, who: Caller | None) -> str | None:
     """The path of a finished job's thumbnail, made once per job; None if its result is gone."""
-    path = RESULTS / f"{task_id}.thumb.png"
+    path = served_root() / f"{task_id}.thumb.png"  # served as it is: the table shows it by its path
     if path.exists():
         return str(path)
     try:
@@ -101,7 +103,7 @@ def thumbnail(task_id: str, who: Caller | None) -> str | None:
         return None
     except Exception:  # not finished after all, or an unreadable image: no thumbnail, the row stays
         return None
-    return publish(path.name, shrink(png))
+    return publish(path.name, shrink(png), served=True)
 
 
 @dataclass
@@ -134,12 +136,13 @@ def load_page(cursor: str | None) -> HistoryPage:
                 shown.append(str(entry["task_id"]))
     count = len(entries)
     note = f"{count} job{'s' if count != 1 else ''}" + (" on this page; more on the next" if next_cursor else "")
-    return HistoryPage(rows(entries), gallery, shown, next_cursor, note if count else "No jobs yet.")
+    thumbnails = dict(zip(shown, (path for path, _ in gallery), strict=True))
+    return HistoryPage(rows(entries, thumbnails), gallery, shown, next_cursor, note if count else "No jobs yet.")
 
 
 def show(page: HistoryPage) -> tuple[Any, ...]:
     return (
-        gr.Dataframe(value=page.table, headers=HEADERS),
+        gr.Dataframe(value=page.table, headers=HEADERS, datatype=DATATYPES),
         page.gallery,
         page.shown,
         page.next_cursor or "",
@@ -174,7 +177,9 @@ def render() -> History:
         refresh = gr.Button("Refresh", scale=0, elem_id="history-refresh")
         older = gr.Button("Older →", scale=0, interactive=False, elem_id="history-older")
     note = gr.Markdown(elem_id="history-note")
-    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="history-table", label="Jobs")
+    table = gr.Dataframe(
+        headers=HEADERS, datatype=DATATYPES, interactive=False, wrap=True, elem_id="history-table", label="Jobs"
+    )
     gallery = gr.Gallery(
         label="Finished",
         columns=10,

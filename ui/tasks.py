@@ -172,7 +172,12 @@ def render(recent: gr.BrowserState) -> gr.Dataframe:
         shown = gr.Markdown(elem_id="lookup-status", container=True, min_height=120)
         with gr.Column():
             result = gr.Image(
-                label="Result", type="filepath", format="png", interactive=False, buttons=["download", "fullscreen"]
+                label="Result",
+                type="filepath",
+                format="png",
+                interactive=False,
+                buttons=["download", "fullscreen"],
+                elem_id="lookup-result",
             )
             archive = gr.File(label="Batch results (zip)", interactive=False, elem_id="lookup-zip")
     table = gr.Dataframe(

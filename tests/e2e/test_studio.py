@@ -186,6 +186,10 @@ def test_tasks_tab_picks_a_job_up_by_id_and_lists_recent_jobs(page: Page, live_s
     page.reload()  # a reload keeps the recent jobs (browser storage), and the id still works
     tasks = open_tab(page, "Tasks", "tasks")
     expect(tasks.locator("#recent-jobs table").first).to_contain_text(task_id, timeout=10_000)
+    mine = tasks.locator("#history-table").get_by_role("row").filter(has_text=task_id)
+    expect(mine).to_contain_text("Done")  # the jobs' table: status in words, the title, a thumbnail
+    expect(mine).to_contain_text("Style transfer")
+    expect(mine.locator("img")).to_be_visible()
     lookup = tasks.locator("#lookup-id textarea, #lookup-id input").first
     lookup.fill(task_id)
     expect(lookup).to_have_value(task_id)
@@ -194,7 +198,7 @@ def test_tasks_tab_picks_a_job_up_by_id_and_lists_recent_jobs(page: Page, live_s
     expect(summary).to_contain_text("Style transfer", timeout=10_000)  # in words: no JSON, no internal names
     expect(summary).to_contain_text("Done")
     tasks.get_by_role("button", name="Result").click()
-    expect(tasks.locator("img").first).to_be_visible(timeout=10_000)
+    expect(tasks.locator("#lookup-result img").first).to_be_visible(timeout=10_000)
     tasks.get_by_role("button", name="Cancel").click()
     expect(page.get_by_text(re.compile("already finished")).first).to_be_visible(timeout=10_000)
 

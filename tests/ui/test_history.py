@@ -21,8 +21,10 @@ def test_the_operation_column_names_the_operation_and_marks_chains_and_batch_ite
 
 def test_rows_follow_the_headers() -> None:
     entry = {"task_id": "abc", "status": "SUCCESS", "task_type": "style_transfer", "created_at": 0.0}
-    assert HEADERS == ["Task id", "Status", "Operation", "Submitted"]
-    assert rows([entry]) == [["abc", "Done", "Style transfer", "1970-01-01 00:00:00 UTC"]]
+    assert HEADERS == ["Task id", "Status", "Operation", "Submitted", "Result"]
+    assert rows([entry]) == [["abc", "Done", "Style transfer", "1970-01-01 00:00:00 UTC", ""]]
+    shown = rows([entry], {"abc": "/tmp/gradio/atelier-results/abc.thumb.png"})[0][4]
+    assert shown == "![result](/gradio_api/file=/tmp/gradio/atelier-results/abc.thumb.png)"  # the thumbnail
     assert submitted(86400.5) == "1970-01-02 00:00:00 UTC"
 
 
