@@ -1,12 +1,17 @@
-"""Diffusion benchmark: the engine's own time per step, what the queue adds, and full-size SD-Turbo on a GPU.
+"""Diffusion benchmark: the engine's own time per step, what the queue adds, and full-size SD-Turbo on a GPU or CPU.
 
     .venv/bin/python benchmarks/diffusion.py [--n 10] [--compile]
+    .venv/bin/python benchmarks/diffusion.py --cpu [--n 3] [--skip-stack]     (section 4 alone, ~15 min on 2 cores)
 
 1. The tiny random pipeline (tests/support/tiny_diffusion.py) on the CPU, called directly.
 2. The same jobs through the stack `make run` starts (REST submit → SUCCESS) against the direct call.
 3. With a CUDA GPU: SD-Turbo's architecture (SD 2.1 UNet, VAE and OpenCLIP-H text encoder) built from
    its configs with random weights (nothing downloaded) at 512², fp16, 1 and 4 steps, optionally
    torch.compile'd. Skipped with a note when there is no GPU.
+4. With --cpu: the same architecture on the CPU at 512², plain diffusers float32 with the full VAE (the
+   baseline) against Atelier's engines as a worker runs them (bfloat16 where native, the tiny decoder
+   TAESD: AutoencoderTiny's default architecture, random weights), interleaved; generation also through
+   the REST stack; then where the time goes (text encoder, UNet, decode, encode).
 Compare within one run: the machines are shared and noisy.
 """
 
@@ -14,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import functools
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +119,8 @@ def queue_overhead(n: int) -> None:
     )
 
 
-def sd_turbo_random(torch: Any) -> Any:
-    """SD-Turbo's architecture (stabilityai/sd-turbo's configs) with random weights, fp16 on CUDA."""
+def sd_turbo_random(torch: Any, device: str = "cuda", dtype: Any = None) -> Any:
+    """SD-Turbo's architecture (stabilityai/sd-turbo's configs) with random weights (default fp16 on CUDA)."""
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -149,7 +157,7 @@ def sd_turbo_random(torch: Any) -> Any:
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to("cuda", torch.float16)
+    return pipe.to(device, dtype or torch.float16)
 
 
 def full_size_on_gpu(n: int, compile_unet: bool) -> None:
@@ -189,12 +197,211 @@ def full_size_on_gpu(n: int, compile_unet: bool) -> None:
     )
 
 
+# -- 4. full size on the CPU -----------------------------------------------------------------------
+CPU_SIZE = 512
+CPU_OPERATIONS = {  # each operation's job at its default parameters, and the prompt its engine uses then
+    "image_generation": "a lighthouse",  # one step: the target is ≤ 5 s for this job
+    "style_transfer": "mosaic style artwork",  # preset mosaic: img2img at strength 0.75, 3 of 4 steps
+    "object_removal": "background",  # inpainting, strength 1, 4 steps
+}
+
+
+def cpu_inputs() -> tuple[Any, Any]:
+    """A 512² photo and a mask (a centred disc, a third of the photo across)."""
+    from PIL import Image, ImageDraw
+
+    photo = Image.open(ROOT / "assets" / "examples" / "coffee.jpg").convert("RGB").resize((CPU_SIZE, CPU_SIZE))
+    mask = Image.new("L", photo.size, 0)
+    ImageDraw.Draw(mask).ellipse((171, 171, 341, 341), fill=255)
+    return photo, mask
+
+
+def plain_calls(pipe: Any, photo: Any, mask: Any) -> dict[str, Callable[[], Any]]:
+    """The baseline: plain diffusers in float32 with the model's own VAE, the same calls Atelier's engines make."""
+    import torch
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+    from pipelines.diffusion import img2img_steps
+    from pipelines.style_transfer import DIFFUSION_MAX_STRENGTH
+
+    img2img, inpaint = AutoPipelineForImage2Image.from_pipe(pipe), AutoPipelineForInpainting.from_pipe(pipe)
+    for view in (img2img, inpaint):
+        view.set_progress_bar_config(disable=True)
+    prompts = CPU_OPERATIONS
+    strength = DIFFUSION_MAX_STRENGTH  # the style engine's at parameters.strength 1 (the default)
+
+    def seeded() -> dict[str, Any]:
+        return {"guidance_scale": 0.0, "generator": torch.Generator("cpu").manual_seed(0)}
+
+    return {
+        "image_generation": lambda: pipe(prompts["image_generation"], width=CPU_SIZE, height=CPU_SIZE,
+                                         num_inference_steps=1, **seeded()),
+        "style_transfer": lambda: img2img(prompts["style_transfer"], image=photo, strength=strength,
+                                          num_inference_steps=img2img_steps(strength), **seeded()),
+        "object_removal": lambda: inpaint(prompts["object_removal"], image=photo, mask_image=mask, width=CPU_SIZE,
+                                          height=CPU_SIZE, strength=1.0, num_inference_steps=4, **seeded()),
+    }  # fmt: skip
+
+
+def atelier_jobs(settings: Any, photo: Any, mask: Any) -> dict[str, Callable[[], Any]]:
+    """Atelier's engines as a worker runs them: the operation's run() on a JobInput with default parameters."""
+    from pipelines import OPERATIONS
+    from pipelines.base import JobInput, no_progress
+    from pipelines.image_generation import ImageGenerationParameters
+    from pipelines.object_removal import ObjectRemovalParameters
+    from pipelines.style_transfer import StyleTransferParameters
+
+    jobs = {
+        "image_generation": JobInput({}, ImageGenerationParameters(width=CPU_SIZE, height=CPU_SIZE, steps=1, seed=0),
+                                     prompt=CPU_OPERATIONS["image_generation"], settings=settings),
+        "style_transfer": JobInput({"image": photo}, StyleTransferParameters(style="mosaic", engine="diffusion"),
+                                   settings=settings),
+        "object_removal": JobInput({"image": photo, "mask": mask}, ObjectRemovalParameters(engine="diffusion"),
+                                   settings=settings),
+    }  # fmt: skip
+    return {name: functools.partial(OPERATIONS[name].run, job, no_progress) for name, job in jobs.items()}
+
+
+@contextlib.contextmanager
+def rest_generation(model: Path, decoder: Path) -> Iterator[Callable[[], Any]]:
+    """A one-step 512² generation through the stack `make run` starts (REST submit → SUCCESS, polled every 50 ms)."""
+    import httpx
+
+    os.environ |= {"ATELIER_GENERATION_MODEL": str(model), "ATELIER_GENERATION_DECODER": str(decoder)}
+    body = {"task_type": "image_generation", "prompt": CPU_OPERATIONS["image_generation"],
+            "parameters": {"width": CPU_SIZE, "height": CPU_SIZE, "steps": 1, "seed": 0}}  # fmt: skip
+    with stack() as (base_url, _redis_url, _app), httpx.Client(base_url=base_url, timeout=600) as http:
+
+        def job() -> None:
+            task_id = http.post("/api/v1/tasks/submit/", json=body).json()["task_id"]
+            while (status := http.get(f"/api/v1/tasks/{task_id}/status/").json())["status"] not in FINISHED:
+                time.sleep(0.05)  # not faster: the web process shares the 2 cores with the worker
+            assert status["status"] == "SUCCESS", status
+
+        yield job
+
+
+def take_turns(paths: dict[str, Callable[[], Any]], n: int) -> dict[str, list[float]]:
+    """``n`` timings of each path in turns (a, b, c, a, b, c...), so a noisy moment costs every path alike."""
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(n):
+        for name, function in paths.items():
+            started = time.perf_counter()
+            function()
+            samples[name].append(time.perf_counter() - started)
+    return samples
+
+
+def parts_of(pipe: Any) -> dict[str, Callable[[], Any]]:
+    """Each network of ``pipe`` alone, on inputs of a 512² job in the pipeline's dtype."""
+    import torch
+
+    dtype, generator = pipe.unet.dtype, torch.Generator("cpu").manual_seed(0)
+    ids = pipe.tokenizer(["a lighthouse"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    latents = torch.randn(1, pipe.unet.config.in_channels, CPU_SIZE // 8, CPU_SIZE // 8, generator=generator).to(dtype)
+    embeddings = torch.randn(1, 77, pipe.unet.config.cross_attention_dim, generator=generator).to(dtype)
+    pixels = (torch.rand(1, 3, CPU_SIZE, CPU_SIZE, generator=generator) * 2 - 1).to(dtype)
+    timestep = torch.tensor([999])
+    return {
+        "text encoder (77 tokens)": lambda: pipe.text_encoder(ids),
+        "UNet, one step": lambda: pipe.unet(latents, timestep, encoder_hidden_states=embeddings),
+        "decode 512²": lambda: pipe.vae.decode(latents),
+        "encode 512² (img2img, inpainting)": lambda: pipe.vae.encode(pixels),
+    }
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return "unknown CPU"
+
+
+def build_full_size(torch: Any) -> tuple[Any, Path, Path]:
+    """SD-Turbo's architecture in float32 (the baseline), saved as a model folder, and TAESD's, saved apart."""
+    from diffusers import AutoencoderTiny
+
+    plain = sd_turbo_random(torch, "cpu", torch.float32)
+    folder, taesd = Path(_models.name) / "sd-turbo-random", Path(_models.name) / "taesd-random"
+    plain.save_pretrained(folder)
+    AutoencoderTiny().save_pretrained(taesd)  # TAESD's architecture is AutoencoderTiny's default
+    return plain, folder, taesd
+
+
+def full_size_on_cpu(n: int, rest: bool) -> None:
+    import torch
+
+    from pipelines.diffusion import load_model
+    from settings import get_settings
+
+    started = time.perf_counter()
+    plain, folder, taesd = build_full_size(torch)
+    built = time.perf_counter() - started
+    settings = get_settings().model_copy(update={"generation_model": str(folder), "generation_decoder": str(taesd)})
+    started = time.perf_counter()
+    model = load_model(settings)
+    loaded = time.perf_counter() - started
+    photo, mask = cpu_inputs()
+    baseline, ours = plain_calls(plain, photo, mask), atelier_jobs(settings, photo, mask)
+    load_before = os.getloadavg()[0]
+    samples = {}
+    with rest_generation(folder, taesd) if rest else contextlib.nullcontext() as rest_job:
+        baseline["image_generation"]()  # warm-up (and the worker's load)
+        ours["image_generation"]()
+        if rest_job is not None:
+            rest_job()
+        for name in CPU_OPERATIONS:
+            paths = {"plain": baseline[name], "atelier": ours[name]}
+            if rest_job is not None and name == "image_generation":
+                paths["rest"] = rest_job
+            samples[name] = take_turns(paths, n)
+    with torch.inference_mode():
+        plain_parts, our_parts = parts_of(plain), parts_of(model.text_to_image)
+        parts = take_turns({f"{side} {part}": calls[part] for part in plain_parts
+                            for side, calls in (("plain", plain_parts), ("atelier", our_parts))}, n)  # fmt: skip
+    where = (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} "
+             f"threads, load average {load_before:.2f} → {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(
+        f"\nBuilt and saved in {built:.0f} s; Atelier's load ({model.dtype}, decoder {model.decoder}): {loaded:.1f} s"
+    )
+    report_cpu(samples, parts, n, where, f"{model.dtype} + TAESD")
+
+
+def report_cpu(samples: dict[str, dict[str, list[float]]], parts: dict[str, list[float]], n: int, where: str,
+               ours: str) -> None:  # fmt: skip
+    median = statistics.median
+    rows = []
+    for name, paths in samples.items():
+        plain, atelier = median(paths["plain"]), median(paths["atelier"])
+        rest = f"{median(paths['rest']):.2f}" if "rest" in paths else "–"
+        steps = {"image_generation": "1 step", "style_transfer": "3 steps", "object_removal": "4 steps"}[name]
+        rows.append([f"{name} ({steps})", plain, atelier, rest, f"{plain / atelier:.1f}×"])
+    table(
+        f"4. SD-Turbo architecture, random weights, 512² on the CPU ({where}); median of {n}, interleaved",
+        ["job", "plain diffusers float32, full VAE, s", f"Atelier job ({ours}), s", "through REST, s", "speed-up"],
+        rows,
+    )
+    names = dict.fromkeys(key.split(" ", 1)[1] for key in parts)
+    part_rows = []
+    for part in names:
+        plain, atelier = median(parts[f"plain {part}"]), median(parts[f"atelier {part}"])
+        part_rows.append([part, plain, atelier, f"{plain / atelier:.1f}×"])
+    table("4b. Where the time goes: each network alone, s", ["part", "float32, full VAE", ours, "speed-up"], part_rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=10, help="runs per row")
+    parser.add_argument("--n", type=int, help="runs per row (default 10; 3 with --cpu)")
+    parser.add_argument("--cpu", action="store_true", help="only section 4: full size on the CPU (~15 min)")
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd UNet on the GPU")
     parser.add_argument("--skip-stack", action="store_true", help="leave out section 2")
     args = parser.parse_args()
+    if args.cpu:
+        print(f"Atelier diffusion benchmark, CPU — {time.strftime('%Y-%m-%d %H:%M')}")
+        full_size_on_cpu(args.n or 3, rest=not args.skip_stack)
+        return
+    args.n = args.n or 10
     from tests.support.tiny_diffusion import build_tiny_pipeline
 
     build_tiny_pipeline(Path(os.environ["ATELIER_GENERATION_MODEL"]))

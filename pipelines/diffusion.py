@@ -209,7 +209,9 @@ def model_family(settings: Settings) -> str | None:
 
 
 def decoder_setting(settings: Settings) -> str:
-    return settings.generation_decoder.strip() or "auto"
+    """ATELIER_GENERATION_DECODER: ``auto``, ``full``, or a tiny decoder's Hub id or folder."""
+    choice = settings.generation_decoder.strip() or "auto"
+    return choice.lower() if choice.lower() in ("auto", FULL_DECODER) else choice
 
 
 def tiny_decoder_name(settings: Settings) -> str | None:
