@@ -106,32 +106,33 @@ GRADIO_CASES = [
     ("/image_generation", ["", "", 512, 512, 4, 0, -1, 1], "Prompt is required"),
     ("/submit_image_generation", ["x" * 5001, "", 512, 512, 4, 0, -1, 1], "at most 5000"),
     ("/submit_image_generation", ["a fox", "", 500, 512, 4, 0, -1, 1], "multiple of 8"),
-    # Sliders and number fields leave their values to the same validation as REST: named, not rounded.
+    # Sliders and number fields leave their values to the same validation as REST: not rounded, and
+    # the error names the field by the tab's label (REST names the same fact `parameters.steps`).
     (
         "/submit_image_generation",
         ["a fox", "", 512, 512, 0, 0, -1, 1],
-        r"parameters\.steps: .*greater than or equal to 1",
+        r"Steps: .*greater than or equal to 1",
     ),
-    ("/submit_image_generation", ["a fox", "", 512, 512, 2.7, 0, -1, 1], r"parameters\.steps: .*valid integer"),
-    ("/submit_image_generation", ["a fox", "", 512.5, 512, 4, 0, -1, 1], r"parameters\.width"),
-    ("/submit_image_generation", ["a fox", "", 512, 512, 4, 0, -5, 1], r"parameters\.seed"),
-    ("/submit_object_removal", ["editor", "photo", "telea", 1000], r"parameters\.dilate: .*less than or equal to 64"),
-    ("/submit_object_removal", ["editor", "photo", "telea", 2.5], r"parameters\.dilate: .*valid integer"),
-    ("/submit_style_transfer", ["photo", "mosaic", None, 5, "fast", False], r"parameters\.strength"),
-    ("/submit_face_swap", ["photo", "photo", -2], r"parameters\.face_index"),
+    ("/submit_image_generation", ["a fox", "", 512, 512, 2.7, 0, -1, 1], r"Steps: .*valid integer"),
+    ("/submit_image_generation", ["a fox", "", 512.5, 512, 4, 0, -1, 1], r"Width: .*valid integer"),
+    ("/submit_image_generation", ["a fox", "", 512, 512, 4, 0, -5, 1], r"Seed: .*greater than or equal to 0"),
+    ("/submit_object_removal", ["editor", "photo", "telea", 1000], r"Grow the mask: .*less than or equal to 64"),
+    ("/submit_object_removal", ["editor", "photo", "telea", 2.5], r"Grow the mask: .*valid integer"),
+    ("/submit_style_transfer", ["photo", "mosaic", None, 5, "fast", False], r"Strength: .*less than or equal to 1"),
+    ("/submit_face_swap", ["photo", "photo", -2], r"Face to replace: .*greater than or equal to 0"),
     (
         "/submit_style_transfer",
         ["photo", "van-gogh", None, 1.0, "fast", False],
         "Unknown style 'van-gogh'; available: mosaic",
     ),
-    ("/submit_style_transfer", ["photo", "", None, 1.0, "fast", False], "style_image"),
+    ("/submit_style_transfer", ["photo", "", None, 1.0, "fast", False], "a style preset .* or a style image"),
     (
         "/submit_background_removal",
         ["photo", "u3net", False, "", False, False],
         "Unknown model 'u3net'; available: u2net",
     ),
     ("/submit_background_removal", ["photo", "u2net", False, "#zzzzzz", False, False], "bgcolor"),
-    ("/submit_face_swap", ["photo", None, -1], "target_image is required"),
+    ("/submit_face_swap", ["photo", None, -1], "Target photo is required"),
     ("/task_status", ["not-an-id"], "Task not found"),
 ]
 
