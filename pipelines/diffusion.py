@@ -10,7 +10,7 @@ retries (about 20 s here, unbounded behind a firewall that drops packets).
 
 On the CPU the model runs in bfloat16 where the CPU has native support for it, and decodes (and
 encodes) with the tiny autoencoder of its family (TAESD) when its weights are here: a 512² one-step
-image takes about 4 s on 2 cores instead of about 30 s (BENCHMARKS.md, "Generation on a CPU").
+image takes 4-5 s on 2 cores instead of about 23 s (BENCHMARKS.md, "Generation on a CPU").
 
 torch and diffusers are imported inside the functions: the web process imports this module.
 """
