@@ -37,7 +37,7 @@ _models = tempfile.TemporaryDirectory(prefix="atelier-bench-models-")
 os.environ["ATELIER_MODELS_DIR"] = _models.name
 os.environ["ATELIER_GENERATION_MODEL"] = str(Path(_models.name) / "tiny-sd")
 
-from run import FINISHED, stack, table  # noqa: E402  (benchmarks/run.py: the shared harness)
+from run import FINISHED, interleaved, stack, table  # noqa: E402  (benchmarks/run.py: the shared harness)
 
 SIZES = (64, 256)
 
@@ -281,17 +281,6 @@ def rest_generation(model: Path, decoder: Path) -> Iterator[Callable[[], Any]]:
         yield job
 
 
-def take_turns(paths: dict[str, Callable[[], Any]], n: int) -> dict[str, list[float]]:
-    """``n`` timings of each path in turns (a, b, c, a, b, c...), so a noisy moment costs every path alike."""
-    samples: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(n):
-        for name, function in paths.items():
-            started = time.perf_counter()
-            function()
-            samples[name].append(time.perf_counter() - started)
-    return samples
-
-
 def parts_of(pipe: Any) -> dict[str, Callable[[], Any]]:
     """Each network of ``pipe`` alone, on inputs of a 512² job in the pipeline's dtype."""
     import torch
@@ -355,10 +344,10 @@ def full_size_on_cpu(n: int, rest: bool) -> None:
             paths = {"plain": baseline[name], "atelier": ours[name]}
             if rest_job is not None and name == "image_generation":
                 paths["rest"] = rest_job
-            samples[name] = take_turns(paths, n)
+            samples[name] = interleaved(paths, n)
     with torch.inference_mode():
         plain_parts, our_parts = parts_of(plain), parts_of(model.text_to_image)
-        parts = take_turns({f"{side} {part}": calls[part] for part in plain_parts
+        parts = interleaved({f"{side} {part}": calls[part] for part in plain_parts
                             for side, calls in (("plain", plain_parts), ("atelier", our_parts))}, n)  # fmt: skip
     where = (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} "
              f"threads, load average {load_before:.2f} → {os.getloadavg()[0]:.2f}")  # fmt: skip

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.run import photo_job, small_job, stack, stats, table  # noqa: E402
+from benchmarks.run import interleaved, photo_job, small_job, stack, stats, table  # noqa: E402
 
 
 async def streamed_echo(path: str, mask: str) -> AsyncIterator[tuple[str | None, str, str]]:
@@ -88,17 +88,6 @@ def echo_server() -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(30)
-
-
-def interleaved(calls: dict[str, Callable[[], Any]], n: int) -> dict[str, list[float]]:
-    """Each call ``n`` times, taking turns, so that a slow minute costs every row alike."""
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(n):
-        for name, call in calls.items():
-            started = time.perf_counter()
-            call()
-            samples[name].append(time.perf_counter() - started)
-    return samples
 
 
 def measure(atelier_url: str, echo_url: str, image: bytes, mask: bytes, n: int) -> dict[str, list[float]]:
