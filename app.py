@@ -274,6 +274,7 @@ def serve(args: argparse.Namespace) -> None:
             f"Invalid settings: ATELIER_QUEUES names {', '.join(unknown)}; task types: {', '.join(OPERATIONS)}"
         )
     env = dict(os.environ)
+    env["ATELIER_SUPERVISOR_PID"] = str(os.getpid())  # its workers leave if app.py dies
     supervisor = Supervisor(env)
     try:
         if settings.redis_url is None:

@@ -6,7 +6,8 @@ uses SIGUSR1 for soft time limits): the job stops at its next progress step and 
 with its record, not failed, so the next start (or another worker on the same Redis) runs it. A
 watchdog makes sure the worker exits within the timeout even when a step is long or Redis is gone
 (the job then stays in Redis's running set, and the reconciler sends it again), and a second
-SIGTERM stops it at once. Pool processes die with the main process (Celery's PDEATHSIG).
+SIGTERM stops it at once. A worker app.py started watches for app.py's death itself, beside the
+SIGTERM app.py's death sends it. Pool processes die with the main process (Celery's PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -27,12 +28,16 @@ ORPHAN_GRACE = 2.0  # seconds a worker whose parent died (app.py killed) gives i
 # A second SIGTERM this long after the first stops at once. Closer ones are one event: a killed
 # parent's PDEATHSIG arrives once per thread of the parent as its threads exit.
 SECOND_SIGNAL_AFTER = 1.0
-_parent = os.getppid()
+WATCH_EVERY = 0.1
+SUPERVISOR_VARIABLE = "ATELIER_SUPERVISOR_PID"  # set by app.py for the workers it starts
 
 # In a pool process: the worker is stopping, the running job must be handed back.
 handing_back = threading.Event()
 _stop_timeout = 8.0  # the worker's main process: set from the settings once the worker is ready
 _first_shutdown: float | None = None
+# When the main process leaves, whatever its main thread is doing. Set by the signal handler with a
+# plain assignment (no lock, no thread started inside a handler) and acted on by the watchdog.
+_exit_at: float | None = None
 
 
 def remember_stop_timeout(seconds: float) -> None:
@@ -55,13 +60,44 @@ def pool_processes() -> list[psutil.Process]:
 def exit_now(code: int, why: str) -> None:
     """Kill the pool processes and leave at once: their jobs are in Redis's running set, and the
     reconciler of the next start (or of another worker) sends them again. Safe in a signal handler
-    (no logging locks: a plain write to stderr)."""
+    and in any thread (no logging locks: a plain write to stderr)."""
     with contextlib.suppress(OSError):
         os.write(2, f"worker {os.getpid()}: {why}; leaving now, the reconciler sends its jobs again\n".encode())
     for child in pool_processes():
         with contextlib.suppress(psutil.Error):
             child.kill()
     os._exit(code)
+
+
+def begin_stop(grace: float) -> None:
+    """Ask the pool for its running jobs; the watchdog ends the process ``grace`` seconds later."""
+    global _exit_at
+    _exit_at = time.monotonic() + grace
+    for child in pool_processes():
+        with contextlib.suppress(psutil.Error):
+            child.send_signal(HAND_BACK)
+
+
+def orphaned(supervisor: int | None) -> bool:
+    """Whether the app.py that started this worker is gone (a standalone worker never is)."""
+    return supervisor is not None and os.getppid() != supervisor
+
+
+def watch(supervisor: int | None) -> None:
+    """The main process's watchdog thread: leaves at the stop's deadline, and starts the stop itself
+    when app.py dies, so neither depends on Celery's main thread handling a signal (a killed app.py
+    and Redis at once leave that thread in the broker's reconnect loop)."""
+    while True:
+        time.sleep(WATCH_EVERY)
+        if _exit_at is None and orphaned(supervisor):
+            begin_stop(ORPHAN_GRACE)
+        if _exit_at is not None and time.monotonic() >= _exit_at:
+            exit_now(1, "still stopping at the stop timeout")
+
+
+@signals.worker_init.connect
+def start_watchdog(**kwargs: Any) -> None:
+    threading.Thread(target=watch, args=(_supervisor(),), name="stop-watchdog", daemon=True).start()
 
 
 @signals.worker_shutting_down.connect
@@ -74,11 +110,10 @@ def hand_back_running_jobs(how: str = "Warm", exitcode: int | None = None, **kwa
     if _first_shutdown is not None:
         return
     _first_shutdown = now
-    for child in pool_processes():
-        with contextlib.suppress(psutil.Error):
-            child.send_signal(HAND_BACK)
-    orphaned = os.getppid() != _parent  # app.py is gone: nobody waits for a clean stop
-    grace = ORPHAN_GRACE if orphaned else max(0.5, _stop_timeout - EXIT_MARGIN)
-    timer = threading.Timer(grace, exit_now, args=(exitcode or 1, f"still stopping after {grace:.1f} s"))
-    timer.daemon = True
-    timer.start()
+    if _exit_at is None:  # the watchdog has not begun an orphan's stop already
+        begin_stop(ORPHAN_GRACE if orphaned(_supervisor()) else max(0.5, _stop_timeout - EXIT_MARGIN))
+
+
+def _supervisor() -> int | None:
+    supervisor = os.environ.get(SUPERVISOR_VARIABLE, "")
+    return int(supervisor) if supervisor.isdigit() else None

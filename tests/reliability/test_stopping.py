@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +111,33 @@ def test_a_second_sigterm_stops_a_worker_at_once(own_redis: RedisServer, artifac
     time.sleep(1.5)  # a second signal closer to the first counts as the same one (see tasks/shutdown.py)
     worker.process.send_signal(signal.SIGTERM)
     assert gone_within(processes, BOUND) < 5
+
+
+LAUNCHER = (
+    "import os, subprocess, sys, time; os.environ['ATELIER_SUPERVISOR_PID'] = str(os.getpid()); "
+    "subprocess.Popen(sys.argv[1:]); time.sleep(600)"
+)
+
+
+def test_a_worker_leaves_by_itself_when_the_app_py_that_started_it_dies(
+    own_redis: RedisServer, artifacts: Path
+) -> None:
+    """No signal at all reaches the worker (its parent sets no PDEATHSIG): its own watchdog notices."""
+    client = JobClient(Settings(redis_url=own_redis.url))
+    argv = [sys.executable, "-m", "tests.support.worker", "-Q", "cpu", "-n", "orphan@test", "-c", "1",
+            "--pool", "prefork", "--without-mingle", "--without-gossip", "--loglevel", "INFO"]  # fmt: skip
+    env = {**os.environ, "REDIS_URL": own_redis.url}
+    with (artifacts / "worker-orphan.log").open("ab") as log:
+        launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, *argv], cwd=ROOT, env=env, stdout=log, stderr=log)
+    job = client.submit(steps_job(steps=600, delay=0.1)).task_id  # a minute of steps
+    wait_until(lambda: client.status(job).progress >= 5, 60, what="the job to be under way")
+    processes = family(psutil.Process(launcher.pid))[1:]
+    assert len(processes) >= 2  # the worker and its pool process
+    launcher.kill()
+    launcher.wait()
+    assert gone_within(processes, BOUND) < 5
+    status = client.status(job)
+    assert status.status == JobState.PENDING and "requeued after a restart" in status.message
 
 
 # -- python app.py ---------------------------------------------------------------------------------
