@@ -20,6 +20,7 @@ from jobs import JobClient, requester
 from jobs.idempotency import IdempotencyConflict, fingerprint, valid_key
 from jobs.limits import RateWindow
 from jobs.owners import Caller
+from jobs.status import JobStatus
 
 PREFER_WAIT_MAX = 60
 PREFER_WAIT = re.compile(r"(?:^|[\s,;])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECASE)
@@ -123,17 +124,20 @@ def note_rate_window(request: Request, window: RateWindow | None) -> None:
 
 
 async def job_end(
-    request: Request, jobs: JobClient, task_id: str, seconds: float, caller: Caller | None = None
+    request: Request, jobs: JobClient, submitted: JobStatus, seconds: float, caller: Caller | None = None
 ) -> dict[str, Any] | None:
-    """The job's final status if it ends within ``seconds``, else None (woken by its own updates)."""
+    """The final status of the job (or chain) just submitted if it ends within ``seconds``, else None."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
 
     async def gone() -> bool:
         return bool(request.app.state.stopping()) or await request.is_disconnected()
 
+    if submitted.step is None:  # a single job: woken by its own messages, without reading its status
+        status = await jobs.ended(submitted, seconds, gone)
+        return status.as_dict() if status.finished else None
     while (remaining := deadline - loop.time()) > 0:
-        status = await jobs.watch(task_id, remaining, gone, caller)
+        status = await jobs.watch(submitted.task_id, remaining, gone, caller)
         if status.finished:
             return status.as_dict()
         if await gone():

@@ -75,6 +75,10 @@ class JobClient:
             await asyncio.to_thread(self._visible, task_id, caller)
         return await self.long_poll.watch(task_id, seconds, gone)
 
+    async def ended(self, submitted: JobStatus, seconds: float, gone: Gone | None = None) -> JobStatus:
+        """A single job just submitted here: its status at its end, or the latest after ``seconds``."""
+        return await self.long_poll.ended(submitted, seconds, gone)
+
     def result(self, task_id: str, caller: Caller | None = None) -> tuple[JobStatus, dict[str, Any], bytes]:
         """(status, result metadata, PNG) of a finished job; :class:`JobConflict` if not ``SUCCESS``."""
         self._visible(task_id, caller)

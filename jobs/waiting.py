@@ -124,31 +124,66 @@ class LongPoll:
         first = await asyncio.to_thread(self.status, task_id)
         if first.finished or self.waiters >= WAITERS_MAX:
             return first
-        self.waiters += 1
-        try:
-            return await self._wait(first, min(seconds, WAIT_MAX), gone)
-        finally:
-            self.waiters -= 1
+        return await self._wait(first, min(seconds, WAIT_MAX), gone)
 
     async def _wait(self, first: JobStatus, seconds: float, gone: Gone | None) -> JobStatus:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         try:
-            key = self.meta_key(first.task_id)
-            channel = key.decode() if isinstance(key, bytes) else str(key)
-            async with self._subscriber().listening(channel) as inbox:
+            async with self._listening(first.task_id) as inbox:
                 current = await asyncio.to_thread(self.status, first.task_id)  # what changed before the subscription
-                while not current.finished and current.looks() == first.looks():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0 or (gone is not None and await gone()):
-                        break
-                    try:
-                        message = await asyncio.wait_for(inbox.get(), min(remaining, RECHECK))
-                    except TimeoutError:
-                        message = LOST
-                    heard = self.published(current, message) if message != LOST else None
-                    current = heard if heard is not None else await asyncio.to_thread(self.status, first.task_id)
-                return current  # the latest read: at most RECHECK seconds old
+                return await self._follow(current, inbox, deadline, gone, lambda now: now.looks() != first.looks())
         except (redis.exceptions.RedisError, OSError, TimeoutError):
             # No subscription (Redis slow or restarting): answer at once, as without ?wait=.
             return await asyncio.to_thread(self.status, first.task_id)
+
+    async def ended(self, submitted: JobStatus, seconds: float, gone: Gone | None = None) -> JobStatus:
+        """A single job this process has just submitted (``submitted``: the submit's status): its
+        status at its end, or the latest after ``seconds``. Its id needs no reading first (it was
+        just written); once subscribed, one read of its published state tells whether it has
+        already ended, and its end's message needs no read at all."""
+        if self.waiters >= WAITERS_MAX:
+            return submitted
+        deadline = asyncio.get_running_loop().time() + seconds
+        try:
+            async with self._listening(submitted.task_id) as inbox:
+                state = self._subscriber().client.get(self._channel(submitted.task_id))
+                raw = await asyncio.wait_for(state, CONFIRM_TIMEOUT)
+                current = (self.published(submitted, raw) if isinstance(raw, bytes) else None) or submitted
+                return await self._follow(current, inbox, deadline, gone, lambda now: False)
+        except (redis.exceptions.RedisError, OSError, TimeoutError):
+            return await asyncio.to_thread(self.status, submitted.task_id)
+
+    def _channel(self, task_id: str) -> str:
+        key = self.meta_key(task_id)
+        return key.decode() if isinstance(key, bytes) else str(key)
+
+    def _listening(self, task_id: str) -> contextlib.AbstractAsyncContextManager[asyncio.Queue[bytes]]:
+        return self._subscriber().listening(self._channel(task_id))
+
+    async def _follow(
+        self,
+        current: JobStatus,
+        inbox: asyncio.Queue[bytes],
+        deadline: float,
+        gone: Gone | None,
+        changed: Callable[[JobStatus], bool],
+    ) -> JobStatus:
+        """The job's status once it ends or ``changed(status)``, from its published messages (read
+        afresh every RECHECK seconds and where a message alone cannot tell), or the latest at ``deadline``."""
+        loop = asyncio.get_running_loop()
+        self.waiters += 1
+        try:
+            while not current.finished and not changed(current):
+                remaining = deadline - loop.time()
+                if remaining <= 0 or (gone is not None and await gone()):
+                    break
+                try:
+                    message = await asyncio.wait_for(inbox.get(), min(remaining, RECHECK))
+                except TimeoutError:
+                    message = LOST
+                heard = self.published(current, message) if message != LOST else None
+                current = heard if heard is not None else await asyncio.to_thread(self.status, current.task_id)
+            return current  # the latest read: at most RECHECK seconds old
+        finally:
+            self.waiters -= 1

@@ -30,6 +30,7 @@ from api.schemas import (
 from api.submitting import job_end, note_rate_window, submit_docs, submit_once, waited
 from jobs import WAIT_MAX
 from jobs.owners import MAX_LIST
+from jobs.status import JobStatus
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -56,14 +57,15 @@ async def submit_task(request: Request, jobs: Jobs, settings: AppSettings, calle
     )
     fields, files = await parse_submission(request, settings.max_upload_bytes)
 
+    submitted: list[JobStatus] = []
+
     def submit() -> dict[str, Any]:  # in a thread: validation decodes some images
         status = jobs.submit(fields, files, caller)
+        submitted.append(status)
         return {"task_id": status.task_id, "status": status.status, "message": status.message}
 
     answer = await submit_once(request, jobs, (fields, files), submit)
-    return await waited(
-        request, answer, lambda seconds: job_end(request, jobs, answer.body["task_id"], seconds, caller)
-    )
+    return await waited(request, answer, lambda seconds: job_end(request, jobs, submitted[0], seconds, caller))
 
 
 @router.get(

@@ -163,6 +163,54 @@ def test_prefer_wait_answers_with_the_final_status(api: Api) -> None:
     assert batch.status_code == 200 and batch.json()["status"] == "SUCCESS" and batch.json()["counts"]["SUCCESS"] == 3
 
 
+def test_prefer_wait_follows_a_job_through_its_progress_and_its_cancel(api: Api) -> None:
+    """Past its progress messages (a job running 0.6 s publishes some) to its end; a cancel ends it too."""
+    steady = api.http.post("/api/v1/tasks/submit/", json=steps_job(steps=6, delay=0.1), headers={"Prefer": "wait=20"})
+    assert steady.status_code == 200 and steady.json()["status"] == "SUCCESS" and steady.json()["progress"] == 100
+
+    def cancel_soon() -> None:
+        time.sleep(0.5)
+        for task in api.http.get("/api/v1/tasks/").json()["tasks"]:
+            if task["status"] == "PROCESSING":
+                api.cancel(task["task_id"])
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(cancel_soon)
+        started = time.monotonic()
+        cancelled = api.http.post(
+            "/api/v1/tasks/submit/", json=steps_job(steps=100, delay=0.1), headers={"Prefer": "wait=30"}
+        )
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "REVOKED"
+    assert time.monotonic() - started < 5  # told at the cancel, not at the 30 s asked for
+
+
+def test_a_submitters_wait_for_a_job_that_ended_before_it_listened_answers_at_once(api: Api) -> None:
+    """The job ended before the wait subscribed (its end's message missed): the one read after subscribing tells."""
+    import asyncio
+
+    from jobs import get_client
+    from jobs.status import JobStatus
+
+    client = get_client()
+    submitted = client.submit(steps_job(steps=1, delay=0))
+    api.wait(submitted.task_id)
+    poll, reads = client.long_poll, []
+    read = poll.status
+
+    def counted(task_id: str) -> JobStatus:
+        reads.append(task_id)
+        return read(task_id)
+
+    poll.status = counted
+    try:
+        with ThreadPoolExecutor(1) as pool:  # a thread of its own: an event loop of its own
+            status = pool.submit(asyncio.run, client.ended(submitted, 20)).result()
+    finally:
+        poll.status = read
+    assert status.status == "SUCCESS" and status.result_available is True
+    assert reads == []  # told by its published end, not by a status read after a recheck
+
+
 def test_openapi_documents_the_script_headers_and_routes(api: Api) -> None:
     paths = api.http.get("/openapi.json").json()["paths"]
     assert {"/api/v1/tasks/{task_id}/events", "/api/v1/batches/{batch_id}/events", "/api/v1/batches/"} <= set(paths)
