@@ -252,6 +252,9 @@ def end(claims: JobClaims, job_id: str, outcome: str, token: str, output: Output
     return when_redis_answers(lambda: claims.finish(job_id, outcome, token, output), job_id, "storing its outcome")
 
 
+PARALLEL_DECODE_BYTES = 256 * 1024  # inputs this large decode in parallel
+
+
 def load_job(
     client: redis.Redis,
     job_id: str,
@@ -266,10 +269,11 @@ def load_job(
     for field, data in zip(fields, stored, strict=True):
         if data is None:
             raise PipelineError(f"The {field} of this job has expired from storage")
-    if len(fields) > 1:  # decoders release the GIL: a photo and its mask decode side by side
+    if len(fields) > 1 and sum(map(len, stored)) > PARALLEL_DECODE_BYTES:
+        # Decoders release the GIL: a photo and its mask decode side by side.
         with ThreadPoolExecutor(len(fields)) as pool:
             decoded = list(pool.map(lambda data: open_image(data, settings.max_pixels), stored))
-    else:  # one image: a thread pool would only cost its start (~1 ms a job)
+    else:  # small images: a thread pool would cost more than it saves (its start, ~1 ms a job)
         decoded = [open_image(data, settings.max_pixels) for data in stored]
     images = dict(zip(fields, decoded, strict=True))
     params, errors = validate_parameters(OPERATIONS[record["task_type"]], parameters)
