@@ -18,9 +18,9 @@ from typing import IO, Any, cast
 from celery import Celery
 
 from jobs.archive import result_names, write_zip
-from jobs.chains import PlannedStep, place, plan, send_first, write_plan
+from jobs.chains import enqueue_first, place, plan, write_plan
 from jobs.deliveries import BATCH, watch
-from jobs.errors import BatchNotFound, JobNotFound, ServiceUnavailable, redis_reachable
+from jobs.errors import BatchNotFound, JobNotFound, redis_reachable
 from jobs.follow import Tracker, canonical_id
 from jobs.owners import Owners
 from jobs.status import (
@@ -37,6 +37,7 @@ from jobs.webhooks import check_webhook, split_webhook, with_webhook_errors
 from pipelines.batch_validation import validate_batch
 from pipelines.chain_validation import validate_batch_then
 from settings import Settings
+from tasks.messages import TaskMessages
 from tasks.states import JobState
 from tasks.store import (
     WORKER_STALE_AFTER,
@@ -56,6 +57,7 @@ class BatchSubmitter:
 
     def __init__(self, settings: Settings, celery: Celery, store: JobStore, owners: Owners) -> None:
         self.settings, self.celery, self.store, self.owners = settings, celery, store, owners
+        self.messages = TaskMessages(celery)
 
     def submit(self, fields: Mapping[str, Any], items: Any, owner: str | None = None) -> dict[str, Any]:
         """``{"batch_id", "task_ids", "status", "total"}``; ``InvalidSubmission`` (nothing stored) for bad
@@ -93,8 +95,9 @@ class BatchSubmitter:
                 watch(pipe, BATCH, batch_id, webhook, self.store.ttl)
             pipe.hset(batch_key(batch_id), mapping=cast(Any, batch))
             pipe.expire(batch_key(batch_id), self.store.ttl)
+            for _, jobs in plans:  # every item's message with the batch, or none of them
+                enqueue_first(pipe, self.messages, jobs[0])
             pipe.execute()
-        self._publish(batch_id, [jobs[0] for _, jobs in plans])
         return {
             "batch_id": batch_id,
             "task_ids": [item_id for item_id, _ in plans],
@@ -102,19 +105,6 @@ class BatchSubmitter:
             "total": len(plans),
             "task_type": operation.name,
         }
-
-    def _publish(self, batch_id: str, firsts: list[PlannedStep]) -> None:
-        """Send every item's (first) message over one connection; if the broker fails midway, the batch
-        is cancelled (what was sent stops, what was not never runs) and the caller hears a 503."""
-        try:
-            with self.celery.producer_or_acquire() as producer:
-                for first in firsts:
-                    send_first(self.celery, first, producer=producer)
-        except Exception as exc:
-            # With Redis away too, the reconciler sends what is queued without a message.
-            with contextlib.suppress(Exception):
-                BatchTracker(self.celery, self.store).cancel(batch_id)
-            raise ServiceUnavailable(f"Could not enqueue the batch: the broker is unreachable ({exc})") from exc
 
 
 class BatchTracker:

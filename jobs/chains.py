@@ -14,14 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from celery import Celery
-
 from jobs.errors import JobNotFound, redis_reachable
 from jobs.status import ChainStepStatus, JobStatus, summarise_chain, webhook_report
 from pipelines.chain_validation import ChainStep, validate_then
 from pipelines.validation import InvalidSubmission, Submission, validate_submission
 from settings import Settings
-from tasks.celery_app import TASK_NAME, queue_for
+from tasks.celery_app import queue_for
+from tasks.messages import TaskMessages
 from tasks.states import JobState
 from tasks.store import CHAINS, ChainLink, JobMeta, JobStore, chain_key, level_for
 
@@ -103,17 +102,11 @@ def write_plan(pipe: Any, store: JobStore, planned: Plan, owner: str | None, bat
     pipe.zadd(CHAINS, {item_id: now})
 
 
-def send_first(celery: Celery, step: PlannedStep, producer: Any = None) -> None:
-    """Send the message of a plan's first job, at its level."""
+def enqueue_first(pipe: Any, messages: TaskMessages, step: PlannedStep) -> None:
+    """Queue the message of a plan's first job, at its level, in ``pipe`` (the transaction storing it)."""
     sub = step.submission
-    celery.send_task(
-        TASK_NAME,
-        kwargs={"task_type": sub.operation.name, "parameters": sub.parameters, "prompt": sub.prompt},
-        task_id=step.job_id,
-        queue=step.queue,
-        priority=step.level or None,
-        producer=producer,
-    )
+    kwargs = {"task_type": sub.operation.name, "parameters": sub.parameters, "prompt": sub.prompt}
+    messages.write(pipe, step.job_id, kwargs, step.queue, step.level or None)
 
 
 def submitted(planned: Plan) -> JobStatus:

@@ -1,4 +1,4 @@
-"""Submitting a job (or a chain): validate, store its images and record, send its message."""
+"""Submitting a job (or a chain): validate, then store its images, its record and its message in one transaction."""
 
 from __future__ import annotations
 
@@ -8,19 +8,21 @@ from typing import Any
 
 from celery import Celery
 
-from jobs.chains import Plan, place, plan, send_first, submitted, validated, write_plan
+from jobs.chains import enqueue_first, place, plan, submitted, validated, write_plan
 from jobs.deliveries import CHAIN, JOB, watch
-from jobs.errors import ServiceUnavailable, redis_reachable
+from jobs.errors import redis_reachable
 from jobs.owners import Owners
 from jobs.status import JobStatus
 from jobs.webhooks import check_webhook, split_webhook, with_webhook_errors
 from settings import Settings
+from tasks.messages import TaskMessages
 from tasks.store import JobStore, chain_key, job_key
 
 
 class Submitter:
     def __init__(self, settings: Settings, celery: Celery, store: JobStore, owners: Owners) -> None:
         self.settings, self.celery, self.store, self.owners = settings, celery, store, owners
+        self.messages = TaskMessages(celery)
 
     def submit(
         self, fields: Mapping[str, Any], files: Mapping[str, bytes] | None = None, owner: str | None = None
@@ -44,16 +46,6 @@ class Submitter:
                 record = chain_key(item_id) if chained else job_key(item_id)
                 pipe.hset(record, "webhook", json.dumps(webhook.as_record()))
                 watch(pipe, CHAIN if chained else JOB, item_id, webhook, self.store.ttl)
+            enqueue_first(pipe, self.messages, jobs[0])  # its message with its record, or neither
             pipe.execute()
-        self._send(planned)
         return submitted(planned)
-
-    def _send(self, planned: Plan) -> None:
-        try:
-            send_first(self.celery, planned[1][0])
-        except Exception as exc:
-            with redis_reachable():
-                for step in planned[1]:
-                    self.store.delete(step.job_id, step.queue)
-                self.store.redis.delete(chain_key(planned[0]))
-            raise ServiceUnavailable(f"Could not enqueue the job: the broker is unreachable ({exc})") from exc
