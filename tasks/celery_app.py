@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from celery import Celery
+from celery import Celery, states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 
@@ -34,13 +34,22 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]  # celery ships no type
     def on_task_call(self, producer: Any, task_id: str) -> None:
         pass
 
+    def result_state(self, task_id: str, result: Any, request: Any) -> dict[str, Any]:
+        """The state Celery would store for a job's SUCCESS with ``result``."""
+        meta: dict[str, Any] = self._get_result_meta(result, states.SUCCESS, None, request)
+        meta["task_id"] = task_id
+        return meta
+
     def _store_result(
         self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None, **kwargs: Any
     ) -> Any:
         """Celery's write of a job's state, without the read before it. Celery reads the state first so
         that a duplicate run cannot overwrite a SUCCESS; here a job's end is claimed once, in Redis,
         before any final state is written (tasks/claims.py, and a cancel's claim), and progress is
-        written by a script that checks that claim. The read would only cost every write a round trip."""
+        written by a script that checks that claim. The read would only cost every write a round trip.
+        A job's SUCCESS state is stored by the script that claims its end (``state_stored``): not again."""
+        if state == states.SUCCESS and getattr(request, "state_stored", False):
+            return result
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
         meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
         try:

@@ -51,9 +51,10 @@ for i = 1, #fields do answer[#answer + 1] = fields[i] end
 return answer
 """
 )
-# KEYS: the job, its output. ARGV: the outcome, this attempt's token, RUNNING, the job id, now, ttl,
-# the job/batch/chain prefixes, then for a SUCCESS: the PNG, its run time and the two run-time lists.
-# Answers '' when this call (or this attempt's earlier try) ended the job, else the outcome there.
+# KEYS: the job, its output, its Celery state. ARGV: the outcome, this attempt's token, RUNNING, the job
+# id, now, ttl, the job/batch/chain prefixes, then for a SUCCESS: the PNG, its run time, the two run-time
+# lists, their length, and the Celery state to store and publish ('' for none). Answers '' when this
+# call (or this attempt's earlier try) ended the job, else the outcome there.
 FINISH = (
     TOUCH_JOB
     + """
@@ -69,6 +70,10 @@ if ARGV[10] then
   for i = 12, 13 do
     redis.call('lpush', ARGV[i], ARGV[11])
     redis.call('ltrim', ARGV[i], 0, tonumber(ARGV[14]) - 1)
+  end
+  if ARGV[15] ~= '' then
+    redis.call('set', KEYS[3], ARGV[15], 'EX', ARGV[6])
+    redis.call('publish', KEYS[3], ARGV[15])
   end
 end
 touch_job(KEYS[1], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
@@ -106,12 +111,15 @@ class Start:
 
 @dataclass(frozen=True)
 class Output:
-    """A finished job's PNG, and what its run adds to its queue's run times."""
+    """A finished job's PNG, what its run adds to its queue's run times, and its Celery state (stored and
+    published with the outcome: a client waiting for the job hears of its end with the end itself)."""
 
     png: bytes
     task_type: str
     queue: str
     runtime: float
+    state_key: str = ""
+    state: str = ""
 
 
 class JobClaims:
@@ -148,10 +156,13 @@ class JobClaims:
         restarted); None if this attempt (``token``) ended it, else the outcome that was there first
         (EXPIRED for a job whose record expired)."""
         args: list[Any] = [outcome, token, RUNNING, job_id, time.time(), self.ttl, *self._prefixes]
+        keys = [job_key(job_id), output_key(job_id)]
         if output is not None:
             args += [output.png, round(output.runtime, 4), runtimes_key(output.task_type),
-                     runtimes_key(output.queue), RUNTIME_SAMPLES]  # fmt: skip
-        earlier = cast(bytes, self._finish(keys=[job_key(job_id), output_key(job_id)], args=args))
+                     runtimes_key(output.queue), RUNTIME_SAMPLES, output.state]  # fmt: skip
+            if output.state:
+                keys.append(output.state_key)
+        earlier = cast(bytes, self._finish(keys=keys, args=args))
         return earlier.decode() or None
 
     def publish(self, job_id: str, meta_key: str, state: dict[str, Any] | None, touch: bool = False) -> str | None:

@@ -114,7 +114,10 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     if "chain" in record:  # every step so far, this one included
         text["atelier:chain"] = when_redis_answers(lambda: history(store, record), job_id, "reading its chain")
     png = encode_png(output.image, text)
-    stored = Output(png, task_type, record["queue"], runtime)
+    metadata = {"operation": task_type, "parameters": parameters_used, **output.metadata, "runtime": round(runtime, 4)}
+    result = result_of(self, output, metadata, job.prompt, len(png))
+    state = self.backend.encode(self.backend.result_state(job_id, result, self.request))
+    stored = Output(png, task_type, record["queue"], runtime, self.backend.get_key_for_task(job_id).decode(), state)
     earlier = end(claims, job_id, JobState.SUCCESS, token, stored)
     if earlier == JobState.REVOKED:  # cancelled in the last instant
         self.backend.mark_as_revoked(job_id, reason="cancelled")
@@ -122,19 +125,24 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     if earlier is not None:  # another attempt ended it first, or it expired as it ran: keep that outcome
         log.warning("Job %s already ended (%s); dropping this attempt's result", job_id, earlier)
         raise Ignore()
+    self.request.state_stored = True  # stored and published with its end: Celery need not write it again
     if "chain" in record:
         try:  # the next step, on its own queue; if this fails, the reconciler sends it
             send_next(store, self.app, record, job_id)
         except Exception as exc:
             log.warning("Job %s: the next step of chain %s was not sent yet (%s)", job_id, record["chain"], exc)
-    metadata = {"operation": task_type, "parameters": parameters_used, **output.metadata}
+    return result
+
+
+def result_of(task: Task, output: JobOutput, metadata: dict[str, Any], prompt: str | None, size: int) -> dict[str, Any]:
+    """What a finished job's Celery state holds: where its PNG is, its size, who made it and how."""
     result: dict[str, Any] = {
-        "image_key": output_key(job_id),
+        "image_key": output_key(task.request.id),
         "width": output.image.width,
         "height": output.image.height,
-        "bytes": len(png),
-        "worker": self.request.hostname,
-        "metadata": {**metadata, "runtime": round(runtime, 4)},
+        "bytes": size,
+        "worker": task.request.hostname,
+        "metadata": metadata,
     }
     if output.prompt_used or prompt:
         result["prompt_used"] = output.prompt_used or prompt
