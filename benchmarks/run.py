@@ -118,6 +118,14 @@ def rest_job(http: httpx.Client, payload: dict[str, Any], poll: float = 0.005) -
     return task_id
 
 
+def rest_waited(http: httpx.Client, payload: dict[str, Any]) -> str:
+    """One request: submit with ``Prefer: wait=10``, answered with the final status."""
+    answer = http.post("/api/v1/tasks/submit/", json=payload, headers={"Prefer": "wait=10"})
+    status = answer.json()
+    assert answer.status_code == 200 and status["status"] == "SUCCESS", answer.text
+    return str(status["task_id"])
+
+
 class AteliersTask:
     """Atelier's own Celery task without the HTTP layer: record + images written, send_task, .get()."""
 
@@ -235,6 +243,7 @@ def round_trip(base_url: str, redis_url: str, n: int) -> None:
             "Atelier's task without HTTP": lambda: ours.job(image, mask),
             "REST submit → SUCCESS (poll 5 ms)": lambda: rest_job(http, payload),
             "REST submit → SUCCESS (status?wait=10)": lambda: rest_job(http, payload, poll=0),
+            "REST submit with Prefer: wait=10": lambda: rest_waited(http, payload),
             "gradio_client predict": lambda: gradio.predict(*gradio_inputs, api_name="/object_removal"),
         }
         interleaved(paths, 5)  # warm-up: pool processes, connections, caches
@@ -255,28 +264,34 @@ def throughput(base_url: str, redis_url: str, n: int) -> None:
     for clients in (1, 8, 32):
         jobs = max(n, clients * 4)
 
-        def rest_client(count: int) -> None:
+        def rest_client(count: int, one_request: bool = False) -> None:
             with httpx.Client(base_url=base_url, timeout=120) as http:
                 for _ in range(count):
-                    rest_job(http, payload, poll=0)
+                    rest_waited(http, payload) if one_request else rest_job(http, payload, poll=0)
 
         def raw_client(count: int) -> None:
             raw = RawCelery()
             for _ in range(count):
                 raw.job(image, mask)
 
-        rates: dict[str, list[float]] = {"rest": [], "raw": []}
-        for _ in range(2):  # in turns, twice: REST, raw, REST, raw
-            for name, client in (("rest", rest_client), ("raw", raw_client)):
+        paths: dict[str, Callable[[int], None]] = {
+            "rest": rest_client,
+            "prefer": lambda count: rest_client(count, one_request=True),
+            "raw": raw_client,
+        }
+        rates: dict[str, list[float]] = {name: [] for name in paths}
+        for _ in range(2):  # in turns, twice: REST, Prefer, raw, REST, Prefer, raw
+            for name, client in paths.items():
                 started = time.perf_counter()
                 with ThreadPoolExecutor(clients) as pool:
                     list(pool.map(client, [jobs // clients // 2] * clients))
                 rates[name].append((jobs // clients // 2 * clients) / (time.perf_counter() - started))
-        rest, raw = statistics.mean(rates["rest"]), statistics.mean(rates["raw"])
-        rows.append([clients, rest, raw, rest / raw])
+        rest, prefer, raw = (statistics.mean(rates[name]) for name in paths)
+        rows.append([clients, rest, prefer, raw, rest / raw, prefer / raw])
+    header = ["concurrent clients", "REST submit + ?wait= jobs/s", "REST Prefer: wait jobs/s", "raw Celery jobs/s"]
     table(
-        "2. Throughput (small jobs per second; one worker process each, REST and raw Celery in turns)",
-        ["concurrent clients", "REST ?wait= jobs/s", "raw Celery jobs/s", "REST / raw"],
+        "2. Throughput (small jobs per second; one worker process each, the paths in turns)",
+        [*header, "?wait= / raw", "Prefer / raw"],
         rows,
     )
 
