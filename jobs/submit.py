@@ -12,7 +12,7 @@ from jobs.chains import enqueue_first, place, plan, submitted, validated, write_
 from jobs.deliveries import CHAIN, JOB, watch
 from jobs.errors import redis_reachable
 from jobs.owners import Owners
-from jobs.status import JobStatus
+from jobs.status import JobStatus, WebhookReport
 from jobs.webhooks import check_webhook, split_webhook, with_webhook_errors
 from settings import Settings
 from tasks.messages import TaskMessages
@@ -48,4 +48,7 @@ class Submitter:
                 watch(pipe, CHAIN if chained else JOB, item_id, webhook, self.store.ttl)
             enqueue_first(pipe, self.messages, jobs[0])  # its message with its record, or neither
             pipe.execute()
-        return submitted(planned)
+        status = submitted(planned)
+        if webhook is not None:  # its status reports the deliveries (and is read whole, not from messages)
+            status = status.model_copy(update={"webhook": WebhookReport(delivered=0, failed=0)})
+        return status

@@ -149,7 +149,11 @@ class LongPoll:
             async with self._listening(submitted.task_id) as inbox:
                 state = self._subscriber().client.get(self._channel(submitted.task_id))
                 raw = await asyncio.wait_for(state, CONFIRM_TIMEOUT)
-                current = (self.published(submitted, raw) if isinstance(raw, bytes) else None) or submitted
+                # Nothing published yet; or what was published; or, where that alone cannot tell, a read.
+                heard = self.published(submitted, raw) if isinstance(raw, bytes) else None
+                current = submitted if raw is None else heard
+                if current is None:
+                    current = await asyncio.to_thread(self.status, submitted.task_id)
                 return await self._follow(current, inbox, deadline, gone, lambda now: False)
         except (redis.exceptions.RedisError, OSError, TimeoutError):
             return await asyncio.to_thread(self.status, submitted.task_id)

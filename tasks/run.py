@@ -111,12 +111,15 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     runtime = time.perf_counter() - started
     parameters_used = job.parameters.model_dump(mode="json")
     text = provenance(task_type, parameters_used, job.prompt, output)
-    if "chain" in record:  # every step so far, this one included
+    chained = "chain" in record
+    if chained:  # every step so far, this one included
         text["atelier:chain"] = when_redis_answers(lambda: history(store, record), job_id, "reading its chain")
     png = encode_png(output.image, text)
     metadata = {"operation": task_type, "parameters": parameters_used, **output.metadata, "runtime": round(runtime, 4)}
     result = result_of(self, output, metadata, job.prompt, len(png))
-    state = self.backend.encode(self.backend.result_state(job_id, result, self.request))
+    # A job's state is stored and published by the script that claims its end; a chain's step's by Celery,
+    # after its next step is sent (so that a client it wakes sees the next step queued).
+    state = "" if chained else self.backend.encode(self.backend.result_state(job_id, result, self.request))
     stored = Output(png, task_type, record["queue"], runtime, self.backend.get_key_for_task(job_id).decode(), state)
     earlier = end(claims, job_id, JobState.SUCCESS, token, stored)
     if earlier == JobState.REVOKED:  # cancelled in the last instant
@@ -125,8 +128,8 @@ def run_operation(self: Task, task_type: str, parameters: dict[str, Any], prompt
     if earlier is not None:  # another attempt ended it first, or it expired as it ran: keep that outcome
         log.warning("Job %s already ended (%s); dropping this attempt's result", job_id, earlier)
         raise Ignore()
-    self.request.state_stored = True  # stored and published with its end: Celery need not write it again
-    if "chain" in record:
+    self.request.state_stored = not chained  # stored and published with its end: Celery need not again
+    if chained:
         try:  # the next step, on its own queue; if this fails, the reconciler sends it
             send_next(store, self.app, record, job_id)
         except Exception as exc:

@@ -70,9 +70,11 @@ def exit_now(code: int, why: str) -> None:
 
 
 def begin_stop(grace: float) -> None:
-    """Ask the pool for its running jobs; the watchdog ends the process ``grace`` seconds later."""
+    """Ask the pool for its running jobs; the watchdog ends the process ``grace`` seconds later at the
+    latest (a stop already under way keeps its deadline if that is sooner)."""
     global _exit_at
-    _exit_at = time.monotonic() + grace
+    deadline = time.monotonic() + grace
+    _exit_at = deadline if _exit_at is None else min(_exit_at, deadline)
     for child in pool_processes():
         with contextlib.suppress(psutil.Error):
             child.send_signal(HAND_BACK)
@@ -84,13 +86,17 @@ def orphaned(supervisor: int | None) -> bool:
 
 
 def watch(supervisor: int | None) -> None:
-    """The main process's watchdog thread: leaves at the stop's deadline, and starts the stop itself
+    """The main process's watchdog thread: leaves at the stop's deadline, and stops the worker itself
     when app.py dies, so neither depends on Celery's main thread handling a signal (a killed app.py
     and Redis at once leave that thread in the broker's reconnect loop)."""
+    seen_orphaned = False
     while True:
         time.sleep(WATCH_EVERY)
-        if _exit_at is None and orphaned(supervisor):
+        if not seen_orphaned and orphaned(supervisor):
+            seen_orphaned = True
             begin_stop(ORPHAN_GRACE)
+            if _first_shutdown is None:  # Celery's warm shutdown: no new job is taken meanwhile
+                os.kill(os.getpid(), signal.SIGTERM)
         if _exit_at is not None and time.monotonic() >= _exit_at:
             exit_now(1, "still stopping at the stop timeout")
 
@@ -110,8 +116,7 @@ def hand_back_running_jobs(how: str = "Warm", exitcode: int | None = None, **kwa
     if _first_shutdown is not None:
         return
     _first_shutdown = now
-    if _exit_at is None:  # the watchdog has not begun an orphan's stop already
-        begin_stop(ORPHAN_GRACE if orphaned(_supervisor()) else max(0.5, _stop_timeout - EXIT_MARGIN))
+    begin_stop(ORPHAN_GRACE if orphaned(_supervisor()) else max(0.5, _stop_timeout - EXIT_MARGIN))
 
 
 def _supervisor() -> int | None:

@@ -98,6 +98,17 @@ def test_the_completed_event_by_default_signed_and_counted(stack: Stack) -> None
     assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 120
 
 
+def test_a_waited_submit_reports_its_webhook_too(stack: Stack) -> None:
+    """``Prefer: wait`` answers with the final status, webhook report included, as a status read would."""
+    api, receiver = stack.api, stack.receiver
+    body = {**steps_job(steps=2, delay=0.02), "webhook": receiver.url + "/waited"}
+    answer = api.http.post("/api/v1/tasks/submit/", json=body, headers={"Prefer": "wait=20"})
+    assert answer.status_code == 200 and answer.json()["status"] == "SUCCESS"
+    assert set(answer.json()["webhook"]) >= {"delivered", "failed"}
+    assert webhook_of(api, answer.json()["task_id"], 1) == {"delivered": 1, "failed": 0}
+    quiet(stack.db)
+
+
 def test_failed_deliveries_are_retried_with_the_same_id(stack: Stack) -> None:
     api, receiver = stack.api, stack.receiver
     receiver.answers["/flaky"] = failing_first(2)

@@ -138,6 +138,8 @@ def test_a_worker_leaves_by_itself_when_the_app_py_that_started_it_dies(
     assert gone_within(processes, BOUND) < 5
     status = client.status(job)
     assert status.status == JobState.PENDING and "requeued after a restart" in status.message
+    # handed back once, not taken again in its grace: no attempt counted, the message queued once
+    assert redis.Redis.from_url(own_redis.url).hget(f"atelier:job:{job}", "attempts") == b"0"
 
 
 # -- python app.py ---------------------------------------------------------------------------------
