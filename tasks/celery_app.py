@@ -34,10 +34,12 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]  # celery ships no type
     def on_task_call(self, producer: Any, task_id: str) -> None:
         pass
 
-    def result_state(self, task_id: str, result: Any, request: Any) -> dict[str, Any]:
-        """The state Celery would store for a job's SUCCESS with ``result``."""
-        meta: dict[str, Any] = self._get_result_meta(result, states.SUCCESS, None, request)
-        meta["task_id"] = task_id
+    def result_state(
+        self, task_id: str | bytes, result: Any, request: Any, state: str = states.SUCCESS, traceback: Any = None
+    ) -> dict[str, Any]:
+        """The state Celery stores for a job's ``state`` (SUCCESS: with ``result``)."""
+        meta: dict[str, Any] = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
+        meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
         return meta
 
     def _store_result(
@@ -50,8 +52,7 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]  # celery ships no type
         A job's SUCCESS state is stored by the script that claims its end (``state_stored``): not again."""
         if state == states.SUCCESS and getattr(request, "state_stored", False):
             return result
-        meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
-        meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
+        meta = self.result_state(task_id, result, request, state, traceback)
         try:
             self._set_with_state(self.get_key_for_task(task_id), self.encode(meta), state)
         except BackendStoreError as exc:

@@ -547,17 +547,18 @@ def labels_of(widgets: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
+def result_image(**where: Any) -> gr.Image:
+    """A job's result as the page shows it (a PNG file, to download or see full screen); ``where``:
+    its ``elem_id`` or ``elem_classes``."""
+    return gr.Image(
+        label="Result", type="filepath", format="png", interactive=False, buttons=["download", "fullscreen"], **where
+    )
+
+
 def job_controls(task_type: str) -> JobControls:
     from ui.chain import follow_ups, send_buttons  # ui.chain builds on this module
 
-    result = gr.Image(
-        label="Result",
-        type="filepath",
-        format="png",
-        interactive=False,
-        buttons=["download", "fullscreen"],
-        elem_classes="result",
-    )
+    result = result_image(elem_classes="result")
     send = send_buttons(task_type)
     status = gr.Textbox(label="Status", interactive=False, max_lines=3, elem_classes="job-status")
     # A long status (a missing model's paths and commands) also opens as a whole below it, in the page.

@@ -22,7 +22,7 @@ from jobs import (
 )
 from ui import history
 from ui.batch import FAILURES_SHOWN, answering, cancel_unfinished, save_archive
-from ui.common import caller, error, save_result, unreachable
+from ui.common import caller, error, result_image, save_result, unreachable
 
 RECENT = 20
 
@@ -171,14 +171,7 @@ def render(recent: gr.BrowserState) -> gr.Dataframe:
     with gr.Row():
         shown = gr.Markdown(elem_id="lookup-status", container=True, min_height=120)
         with gr.Column():
-            result = gr.Image(
-                label="Result",
-                type="filepath",
-                format="png",
-                interactive=False,
-                buttons=["download", "fullscreen"],
-                elem_id="lookup-result",
-            )
+            result = result_image(elem_id="lookup-result")
             archive = gr.File(label="Batch results (zip)", interactive=False, elem_id="lookup-zip")
     table = gr.Dataframe(
         headers=["Task or batch id", "Operation", "Submitted"],
