@@ -57,6 +57,22 @@ def open_tab(page: Page, name: str, task_type: str) -> Locator:
     return tab
 
 
+def fill_field(field: Locator, value: str, attempts: int = 3) -> None:
+    """Type ``value`` and leave the field, as a person does; typed again when Gradio's first push of
+    the stored values (a frame after the field mounts, later on a loaded machine) wiped it."""
+    for attempt in range(attempts):
+        field.fill(value)
+        field.press("Tab")
+        try:
+            expect(field).to_have_value(value, timeout=3_000)
+            field.page.evaluate(NEXT_FRAMES)
+            expect(field).to_have_value(value, timeout=1_000)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+
+
 def upload(tab: Locator, path: Path, index: int = 0) -> None:
     tab.locator("input[type=file]").nth(index).set_input_files(str(path))
 

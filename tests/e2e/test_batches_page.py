@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.helpers import EXAMPLES, occupy_cpu, open_tab
+from tests.e2e.helpers import EXAMPLES, NEXT_FRAMES, fill_field, occupy_cpu, open_tab
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 # Every value the batch status line takes, as the page writes it (a fast batch's short states too).
@@ -42,6 +42,7 @@ def open_batch(tab: Locator) -> Locator:
     tab.get_by_text("Batch — many images at once").click()
     section = tab.locator("[id^=batch-]").first
     expect(section.get_by_role("button", name="Run batch")).to_be_visible()
+    tab.page.evaluate(NEXT_FRAMES)  # its fields mount on opening: see open_tab
     return section
 
 
@@ -105,7 +106,7 @@ def test_a_style_transfer_batch_fills_the_gallery_and_zips_the_results(
     table = tasks.locator("#recent-jobs table").first
     expect(table).to_contain_text(batch_id, timeout=10_000)
     expect(table).to_contain_text("Style transfer · batch of 3 items")
-    tasks.locator("#lookup-id textarea, #lookup-id input").first.fill(batch_id)
+    fill_field(tasks.locator("#lookup-id textarea, #lookup-id input").first, batch_id)
     tasks.get_by_role("button", name="Status").click()
     expect(tasks.get_by_text("3 of 3 done").first).to_be_visible(timeout=10_000)
     tasks.get_by_role("button", name="Result").click()
@@ -174,19 +175,12 @@ def test_a_bad_item_is_named_and_nothing_runs(page: Page, live_server: str, tmp_
 def test_generate_makes_a_batch_from_prompts_and_seeds(page: Page, live_server: str, engines: Path) -> None:
     page.goto(live_server)
     tab = open_tab(page, "Generate", "image_generation")
-    tab.get_by_label("Seed (-1 = random)").fill("40")
+    fill_field(tab.get_by_label("Seed (-1 = random)"), "40")
     for side in ("Width", "Height"):  # small images: four of them on a CPU
-        field = tab.get_by_label(f"number input for {side}")
-        field.fill("128")
-        field.press("Enter")
+        fill_field(tab.get_by_label(f"number input for {side}"), "128")
     section = open_batch(tab)
-    seeds = section.get_by_label("number input for Seeds per prompt", exact=False)
-    seeds.fill("2")
-    seeds.press("Tab")
-    prompts = section.get_by_label("Prompts, one per line (empty: the prompt above)")
-    prompts.fill("a red fox\na blue bird")
-    prompts.press("Tab")
-    expect(seeds).to_have_value("2")
+    fill_field(section.get_by_label("number input for Seeds per prompt", exact=False), "2")
+    fill_field(section.get_by_label("Prompts, one per line (empty: the prompt above)"), "a red fox\na blue bird")
     page.wait_for_timeout(500)  # Gradio takes a changed field into its state on the next frame, not at once
     section.get_by_role("button", name="Run batch").click()
     expect(status_box(section)).to_have_value(re.compile(r"^4 of 4 done$"), timeout=120_000)

@@ -15,6 +15,7 @@ from playwright.sync_api import Page, expect
 from pipelines.object_removal import FALLBACK_NOTE
 from tests.e2e.helpers import (
     EXAMPLES,
+    fill_field,
     occupy_cpu,
     open_tab,
     record,
@@ -139,7 +140,7 @@ def test_generate_tab_shows_the_image_and_a_failure_says_why(
 ) -> None:
     page.goto(live_server)
     tab = open_tab(page, "Generate", "image_generation")
-    tab.get_by_label("Prompt", exact=True).fill("a lighthouse at dusk")
+    fill_field(tab.get_by_label("Prompt", exact=True), "a lighthouse at dusk")
     tab.get_by_role("button", name="Run").click()
     status = tab.locator(".job-status textarea, .job-status input").first
     expect(status).to_have_value("Done", timeout=30_000)  # step previews show in the result box before it
@@ -191,8 +192,7 @@ def test_tasks_tab_picks_a_job_up_by_id_and_lists_recent_jobs(page: Page, live_s
     expect(mine).to_contain_text("Style transfer")
     expect(mine.locator("img")).to_be_visible()
     lookup = tasks.locator("#lookup-id textarea, #lookup-id input").first
-    lookup.fill(task_id)
-    expect(lookup).to_have_value(task_id)
+    fill_field(lookup, task_id)
     tasks.get_by_role("button", name="Status").click()
     summary = tasks.locator("#lookup-status")
     expect(summary).to_contain_text("Style transfer", timeout=10_000)  # in words: no JSON, no internal names
@@ -248,7 +248,7 @@ def test_phone_layout_keeps_the_tabs_reachable(browser: Any, live_server: str, a
 def test_an_unknown_id_is_reported_plainly(page: Page, live_server: str) -> None:
     page.goto(live_server)
     tasks = open_tab(page, "Tasks", "tasks")
-    tasks.locator("#lookup-id textarea, #lookup-id input").first.fill('<b id="injected">bold</b>')
+    fill_field(tasks.locator("#lookup-id textarea, #lookup-id input").first, '<b id="injected">bold</b>')
     tasks.get_by_role("button", name="Status").click()
     expect(page.get_by_text(re.compile("Task not found")).first).to_be_visible(timeout=10_000)
     expect(page.get_by_text('<b id="injected">bold</b>', exact=False).first).to_be_visible()  # shown as text
