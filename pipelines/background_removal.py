@@ -27,7 +27,7 @@ from pipelines.base import (
     engine_map,
 )
 from pipelines.downloads import FileModel, Model, Source
-from pipelines.models import cache_key, load_counts, load_once, onnx_options, onnx_providers
+from pipelines.models import cache_key, load_counts, load_once, onnx_providers
 from settings import Settings
 
 # rembg 2.0.86's local, single-mask sessions (rembg/sessions/__init__.py), checked here so a typo
@@ -211,7 +211,7 @@ def load_session(model: str, settings: Settings) -> Any:
     import rembg
 
     try:
-        return rembg.new_session(model, sess_opts=onnx_options(), providers=onnx_providers(settings))
+        return rembg.new_session(model, providers=onnx_providers(settings))
     except Exception as exc:  # onnxruntime's own errors read like internals: say what to do instead
         raise ModelUnavailable(
             f"Background model {model!r} at {path} could not be loaded ({type(exc).__name__}); the file "

@@ -35,7 +35,7 @@ from pipelines.base import (
 )
 from pipelines.downloads import FileModel, Model, Source, ZipModel
 from pipelines.images import with_alpha_of
-from pipelines.models import cache_key, load_counts, load_once, onnx_device, onnx_options, onnx_providers
+from pipelines.models import cache_key, load_counts, load_once, onnx_device, onnx_providers
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,23 +115,18 @@ def swapper_key(settings: Settings) -> str:
 
 
 def load_analysis(settings: Settings) -> Any:
-    """insightface's ``FaceAnalysis`` with the pack's detector and recognizer, each routed as
-    ``FaceAnalysis`` routes them but on sessions with Atelier's options (``onnx_model``)."""
     root = insightface_root(settings)
     require_models(root, settings.face_analysis_pack, settings.face_swap_model)
     from insightface.app import FaceAnalysis
 
     providers = onnx_providers(settings)
-    analysis = FaceAnalysis.__new__(FaceAnalysis)  # its __init__ would open sessions with default options
-    analysis.models = {}
-    for path in sorted((root / "models" / settings.face_analysis_pack).glob("*.onnx")):
-        model = onnx_model(path, providers)
-        if model is not None and model.taskname in ("detection", "recognition"):  # no landmarks, age, gender
-            analysis.models.setdefault(model.taskname, model)
-    if "detection" not in analysis.models:
-        raise ModelUnavailable(f"No face detector among {root / 'models' / settings.face_analysis_pack}/*.onnx")
-    analysis.det_model = analysis.models["detection"]
     with _quiet():
+        analysis = FaceAnalysis(
+            name=settings.face_analysis_pack,
+            root=str(root),
+            allowed_modules=["detection", "recognition"],  # landmarks, age and gender are not needed
+            providers=providers,
+        )
         analysis.prepare(ctx_id=0 if "CUDAExecutionProvider" in providers else -1, det_size=DETECTION_SIZE)
     return analysis
 
@@ -139,21 +134,15 @@ def load_analysis(settings: Settings) -> Any:
 def load_swapper(settings: Settings) -> Any:
     root = insightface_root(settings)
     require_models(root, settings.face_analysis_pack, settings.face_swap_model)
-    swapper = onnx_model(root / settings.face_swap_model, onnx_providers(settings))
+    from insightface.model_zoo import get_model
+
+    with _quiet():
+        swapper = get_model(str(root / settings.face_swap_model), providers=onnx_providers(settings))
     if swapper is None or type(swapper).__name__ != "INSwapper":
         raise ModelUnavailable(
             f"{root / settings.face_swap_model} is not an inswapper model (insightface routed it elsewhere)"
         )
     return swapper
-
-
-def onnx_model(path: Path, providers: list[str]) -> Any:
-    """insightface's model for the ONNX file at ``path`` (its router picks the class from the inputs and
-    outputs; None when it knows none), on a session with ``onnx_options``."""
-    from insightface.model_zoo.model_zoo import ModelRouter
-
-    with _quiet():
-        return ModelRouter(str(path)).get_model(sess_options=onnx_options(), providers=providers)
 
 
 def _area(face: Any) -> float:

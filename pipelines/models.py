@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from collections import Counter
@@ -70,24 +69,6 @@ def onnx_providers(settings: Settings) -> list[str]:
     if onnx_device(settings) == "cuda":
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
-
-
-def onnx_threads() -> int:
-    """The CPUs this process may run on: each onnxruntime session's thread count."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def onnx_options() -> Any:
-    """Session options for Atelier's onnxruntime sessions: the thread count given explicitly. Left at 0,
-    onnxruntime pins each of its threads to one core, and a pinned thread waits whenever the worker's
-    main process, Redis or the web app runs on that core: on 2 cores the fast style network took 37 ms
-    per item in a worker against 26 ms unpinned (BENCHMARKS.md, "Batches")."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = onnx_threads()
-    options.log_severity_level = 3  # warnings about unused initialisers and the like are not the user's
-    return options
 
 
 def torch_device(settings: Settings) -> str:

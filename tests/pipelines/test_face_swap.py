@@ -26,7 +26,7 @@ from pipelines.face_swap import (
     swap_one,
     swapper_key,
 )
-from pipelines.models import load_counts, onnx_threads
+from pipelines.models import load_counts
 from settings import get_settings
 from tests.support.tiny_onnx import FACE_RGB, build_insightface_models, draw_faces
 
@@ -91,12 +91,6 @@ def test_tiny_files_load_through_insightface_routing() -> None:
         "recognition": "ArcFaceONNX",
     }
     assert type(load_swapper(get_settings())).__name__ == "INSwapper"
-
-
-def test_every_session_runs_unpinned_on_every_cpu() -> None:
-    analysis, swapper = load_analysis(get_settings()), load_swapper(get_settings())
-    sessions = [model.session for model in analysis.models.values()] + [swapper.session]
-    assert {session.get_session_options().intra_op_num_threads for session in sessions} == {onnx_threads()}
 
 
 def test_finds_every_face_ordered_left_to_right(source: Image.Image, target: Image.Image) -> None:
