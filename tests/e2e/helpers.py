@@ -73,6 +73,19 @@ def fill_field(field: Locator, value: str, attempts: int = 3) -> None:
                 raise
 
 
+def check_field(box: Locator, attempts: int = 3) -> None:
+    """Tick a checkbox and see it stay ticked (see ``fill_field``)."""
+    for attempt in range(attempts):
+        box.check()
+        try:
+            box.page.evaluate(NEXT_FRAMES)
+            expect(box).to_be_checked(timeout=1_000)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+
+
 def upload(tab: Locator, path: Path, index: int = 0) -> None:
     tab.locator("input[type=file]").nth(index).set_input_files(str(path))
 

@@ -23,6 +23,19 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9
 STATUS_RECORDER = """
 () => {
   window.__batch = {statuses: [], progress: false};
+  const note = (value) => {
+    if (value && !window.__batch.statuses.includes(value)) window.__batch.statuses.push(value);
+  };
+  for (const proto of [HTMLInputElement.prototype, HTMLTextAreaElement.prototype]) {
+    const own = Object.getOwnPropertyDescriptor(proto, 'value');
+    if (own.set.batchRecording) continue;
+    const set = function (value) {  // every value as the page writes it, however soon the next comes
+      if (this.closest && this.closest('.batch-status')) note(String(value));
+      own.set.call(this, value);
+    };
+    set.batchRecording = true;
+    Object.defineProperty(proto, 'value', {...own, set});
+  }
   const look = () => {
     document.querySelectorAll('.batch-status textarea, .batch-status input').forEach((box) => {
       if (box.value && !window.__batch.statuses.includes(box.value)) window.__batch.statuses.push(box.value);

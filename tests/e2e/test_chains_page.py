@@ -12,7 +12,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.helpers import EXAMPLES, open_tab, record, seen, task_id_of, upload, wait_for_result
+from tests.e2e.helpers import EXAMPLES, check_field, open_tab, record, seen, task_id_of, upload, wait_for_result
 
 A1111 = "a lighthouse at dusk, oil painting\nNegative prompt: blurry\nSteps: 6, Sampler: Euler, CFG scale: 1.5, "
 A1111 += "Seed: 1234, Size: 256x192, Model: sd-turbo"
@@ -33,7 +33,7 @@ def run_style_transfer(page: Page) -> None:
 def test_send_a_result_to_remove_background_keeps_that_tabs_settings(page: Page, live_server: str) -> None:
     page.goto(live_server)
     background = open_tab(page, "Remove background", "background_removal")
-    background.get_by_label("Alpha matting (finer hair and edges)").check()  # a setting of the target tab
+    check_field(background.get_by_label("Alpha matting (finer hair and edges)"))  # a setting of the target tab
     run_style_transfer(page)
     page.locator("#send-style_transfer-to-background_removal").click()
     tab = page.locator("#tab-background_removal")

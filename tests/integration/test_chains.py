@@ -162,7 +162,7 @@ def test_a_chain_is_validated_whole_and_nothing_is_enqueued(api: Api, redis_clie
 
 
 def test_cancel_in_the_middle_step_drops_the_rest(api: Api, redis_client: Any) -> None:
-    chain_id = api.submit(steps("chain-cancel", count=3, delay=0.1))
+    chain_id = api.submit(steps("chain-cancel", count=3, delay=0.1, step2={"steps": 100}))  # step 2: 10 s
     wait_until(lambda: api.status(chain_id).get("step") == 2 and api.status(chain_id)["status"] == "PROCESSING", 60,
                what="step 2 to run")  # fmt: skip
     response = api.cancel(chain_id)

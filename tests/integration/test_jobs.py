@@ -134,7 +134,7 @@ def test_cancelled_queued_job_never_runs(api: Api, busy_cpu: str, redis_client: 
 
 def test_queue_position_and_eta(api: Api, redis_client: Any) -> None:
     assert api.wait(api.submit(steps_job(steps=1, delay=0)))["status"] == "SUCCESS"  # teaches a typical run time
-    blocker = api.submit(steps_job(steps=300, delay=0.05))  # 15 s
+    blocker = api.submit(steps_job(steps=30, delay=0.5))  # 15 s, its progress changing every 0.5 s
     wait_until(lambda: api.status(blocker)["progress"] >= 6, 20, what="the blocker's pace to show")
     queued = [api.submit(steps_job(steps=1, delay=0.2)) for _ in range(3)]
     try:

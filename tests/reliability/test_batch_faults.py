@@ -51,12 +51,11 @@ def test_a_worker_killed_mid_batch_loses_no_item_and_runs_none_twice(
         assert final["counts"]["SUCCESS"] == 12
         runs = [int(redis_client.get(executions_key(f"killed-mid-batch-{index}")) or 0) for index in range(12)]
         attempts = [int(redis_client.hget(job_key(task_id), "attempts") or 0) for task_id in answer["task_ids"]]
-        killed = [answer["task_ids"].index(item["task_id"]) for item in running]
-        for index in range(12):
-            if index in killed:  # the lost run and its one retry
-                assert runs[index] <= 2 and attempts[index] <= 2
-            else:
-                assert runs[index] == 1 and attempts[index] == 1, (index, runs, attempts)
+        # Only the item the doomed worker held when killed ran again: the one seen running, or the next
+        # it took if that one ended in the meantime (items are 0.3 s). Every other item ran once.
+        retried = [index for index in range(12) if (runs[index], attempts[index]) != (1, 1)]
+        assert len(retried) <= 1, (running, runs, attempts)
+        assert all(runs[index] <= 2 and attempts[index] == 2 for index in retried), (runs, attempts)
     finally:
         doomed.stop()
 
