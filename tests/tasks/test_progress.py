@@ -12,6 +12,7 @@ import pytest
 from pipelines.base import JobCancelled
 from tasks.progress import EVERY, QUIET, JobHandedBack, ProgressReporter, Publisher, RunningJob
 from tasks.shutdown import handing_back
+from tests.support.stack import wait_until
 
 
 class Claims:
@@ -74,11 +75,10 @@ def test_a_longer_job_publishes_its_latest_state_and_nothing_after_its_end() -> 
     publisher.watch(job)
     progress(0.1, "loading")
     progress(0.3, "working")  # the latest state is what is published
-    time.sleep(QUIET + EVERY / 2)
+    wait_until(claims.published, 5, interval=0.01, what="the first publication")
     assert [(state["progress"], state["message"]) for state in claims.published()] == [(30, "working")]
     progress(0.6, "almost")
-    time.sleep(EVERY * 1.5)
-    assert claims.published()[-1]["progress"] == 60
+    wait_until(lambda: claims.published()[-1]["progress"] == 60, 5, interval=0.01, what="the next publication")
     publisher.forget(job)
     count = len(claims.states)
     progress(0.9, "after the end")
