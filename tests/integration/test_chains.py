@@ -187,7 +187,7 @@ def test_a_failed_step_fails_the_chain_naming_the_step(api: Api, redis_client: A
 
 
 def test_a_step_waits_with_its_own_id_and_a_chain_follows_on_every_route(api: Api) -> None:
-    chain_id = api.submit(steps("chain-routes", count=2, delay=0.1))
+    chain_id = api.submit(steps("chain-routes", count=2, delay=0.3))  # step 1: 1.2 s, still running below
     second = api.status(chain_id)["steps"][1]["task_id"]
     waiting = api.status(second)
     assert waiting["status"] == "PENDING" and waiting["message"] == "Waiting for step 1 of 2 to finish"

@@ -22,7 +22,7 @@ def test_a_worker_killed_in_a_middle_step_retries_that_step_once(
 ) -> None:
     doomed = Worker("cpu", "chain-doomed", log=artifacts / "worker-chain-doomed.log").wait_ready(redis_client)
     try:
-        chain_id = api.submit(steps("chain-killed", count=3, delay=0.2))
+        chain_id = api.submit(steps("chain-killed", count=3, delay=0.2, step2={"steps": 15}))  # step 2: 3 s
         wait_until(lambda: api.status(chain_id).get("step") == 2 and api.status(chain_id)["status"] == "PROCESSING",
                    60, interval=0.02, what="step 2 to run on the doomed worker")  # fmt: skip
         second = api.status(chain_id)["steps"][1]["task_id"]
