@@ -300,8 +300,8 @@ def test_a_single_job_overtakes_a_queued_batch(api: Api, redis_client: Any) -> N
     answer = submit_batch(api, {"task_type": "test_steps", "parameters": {"steps": 5, "delay": 0.05}, "items": items})
     batch_id = answer["batch_id"]
     wait_until(lambda: batch_status(api, batch_id)["counts"]["SUCCESS"] >= 1, 60, what="the batch to start")
-    submitted = time.time()
     single = api.submit(steps_job(steps=1, delay=0, marker="overtaker"))
+    submitted = float(redis_client.hget(job_key(single), "created"))  # when it was queued, however slow the request
     queued = api.status(single)
     if queued["status"] == "PENDING":
         assert queued["position"] == 1  # the batch's items are behind it
