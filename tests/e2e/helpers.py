@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,13 @@ from tests.support.stack import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
-# Records whether a progress bar was ever on screen and every status message shown, as the page
-# writes them (a value setter and a DOM observer), so that a fast job's short states are caught.
+# Records whether a progress bar (``bars``) was ever on screen and every value the status line
+# (``status``: a job's or a batch's) took, as the page writes them (a value setter and a DOM
+# observer), so that a fast job's short states are caught. Read with ``seen``.
 RECORDER = """
-() => {
+({status, bars}) => {
   window.__seen = {progress: false, statuses: []};
+  window.__recording = status;
   const note = (value) => {
     if (value && !window.__seen.statuses.includes(value)) window.__seen.statuses.push(value);
   };
@@ -25,23 +28,23 @@ RECORDER = """
     const own = Object.getOwnPropertyDescriptor(proto, 'value');
     if (own.set.recording) continue;
     const set = function (value) {
-      if (this.closest && this.closest('.job-status')) note(String(value));
+      if (this.closest && this.closest(window.__recording)) note(String(value));
       own.set.call(this, value);
     };
     set.recording = true;
     Object.defineProperty(proto, 'value', {...own, set});
   }
-  const bars = '.progress-text, .progress-level, .eta-bar, .meta-text';
   const look = () => {
     if (document.querySelector(bars)) window.__seen.progress = true;
-    document.querySelectorAll('.job-status textarea, .job-status input').forEach((box) => note(box.value));
+    document.querySelectorAll(`${status} textarea, ${status} input`).forEach((box) => note(box.value));
   };
   if (window.__observer) window.__observer.disconnect();
   window.__observer = new MutationObserver(look);
-  window.__observer.observe(document.body, {childList: true, subtree: true, characterData: true});
+  window.__observer.observe(document.body, {childList: true, subtree: true, characterData: true, attributes: true});
   look();
 }
 """
+JOB_BARS = ".progress-text, .progress-level, .eta-bar, .meta-text"
 # A tab's inputs mount when it is first opened, and Gradio pushes its stored values into them a
 # frame later: typing before that frame is wiped. Two frames and a task later, it has passed.
 NEXT_FRAMES = "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(done))))"
@@ -57,29 +60,34 @@ def open_tab(page: Page, name: str, task_type: str) -> Locator:
     return tab
 
 
-def fill_field(field: Locator, value: str, attempts: int = 3) -> None:
+def fill_field(field: Locator, value: str) -> None:
     """Type ``value`` and leave the field, as a person does; typed again when Gradio's first push of
     the stored values (a frame after the field mounts, later on a loaded machine) wiped it."""
-    for attempt in range(attempts):
-        field.fill(value)
-        field.press("Tab")
-        try:
-            expect(field).to_have_value(value, timeout=3_000)
-            field.page.evaluate(NEXT_FRAMES)
-            expect(field).to_have_value(value, timeout=1_000)
-            return
-        except AssertionError:
-            if attempt == attempts - 1:
-                raise
+
+    def held() -> None:
+        expect(field).to_have_value(value, timeout=3_000)
+        field.page.evaluate(NEXT_FRAMES)
+        expect(field).to_have_value(value, timeout=1_000)
+
+    until_it_holds(lambda: (field.fill(value), field.press("Tab")), held)
 
 
-def check_field(box: Locator, attempts: int = 3) -> None:
+def check_field(box: Locator) -> None:
     """Tick a checkbox and see it stay ticked (see ``fill_field``)."""
+
+    def held() -> None:
+        box.page.evaluate(NEXT_FRAMES)
+        expect(box).to_be_checked(timeout=1_000)
+
+    until_it_holds(box.check, held)
+
+
+def until_it_holds(act: Callable[[], object], held: Callable[[], None], attempts: int = 3) -> None:
+    """``act``, then ``held`` (expectations); ``act`` again while they fail, ``attempts`` times in all."""
     for attempt in range(attempts):
-        box.check()
+        act()
         try:
-            box.page.evaluate(NEXT_FRAMES)
-            expect(box).to_be_checked(timeout=1_000)
+            held()
             return
         except AssertionError:
             if attempt == attempts - 1:
@@ -90,8 +98,8 @@ def upload(tab: Locator, path: Path, index: int = 0) -> None:
     tab.locator("input[type=file]").nth(index).set_input_files(str(path))
 
 
-def record(page: Page) -> None:
-    page.evaluate(RECORDER)
+def record(page: Page, status: str = ".job-status", bars: str = JOB_BARS) -> None:
+    page.evaluate(RECORDER, {"status": status, "bars": bars})
 
 
 def seen(page: Page) -> dict[str, Any]:

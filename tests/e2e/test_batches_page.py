@@ -16,38 +16,11 @@ import numpy as np
 from PIL import Image
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.helpers import EXAMPLES, NEXT_FRAMES, fill_field, occupy_cpu, open_tab
+from tests.e2e.helpers import EXAMPLES, NEXT_FRAMES, fill_field, occupy_cpu, open_tab, record, seen
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-# Every value the batch status line takes, as the page writes it (a fast batch's short states too).
-STATUS_RECORDER = """
-() => {
-  window.__batch = {statuses: [], progress: false};
-  const note = (value) => {
-    if (value && !window.__batch.statuses.includes(value)) window.__batch.statuses.push(value);
-  };
-  for (const proto of [HTMLInputElement.prototype, HTMLTextAreaElement.prototype]) {
-    const own = Object.getOwnPropertyDescriptor(proto, 'value');
-    if (own.set.batchRecording) continue;
-    const set = function (value) {  // every value as the page writes it, however soon the next comes
-      if (this.closest && this.closest('.batch-status')) note(String(value));
-      own.set.call(this, value);
-    };
-    set.batchRecording = true;
-    Object.defineProperty(proto, 'value', {...own, set});
-  }
-  const look = () => {
-    document.querySelectorAll('.batch-status textarea, .batch-status input').forEach((box) => {
-      if (box.value && !window.__batch.statuses.includes(box.value)) window.__batch.statuses.push(box.value);
-    });
-    if (document.querySelector('.batch-progress .progress-text, .batch-progress .eta-bar, .batch-progress .meta-text'))
-      window.__batch.progress = true;
-  };
-  new MutationObserver(look).observe(document.body, {childList: true, subtree: true, characterData: true,
-                                                       attributes: true});
-  setInterval(look, 20);
-}
-"""
+# The batch section's progress strip (ui/batch.py), for ``record``.
+BATCH_BARS = ".batch-progress .progress-text, .batch-progress .eta-bar, .batch-progress .meta-text"
 
 
 def open_batch(tab: Locator) -> Locator:
@@ -97,15 +70,15 @@ def test_a_style_transfer_batch_fills_the_gallery_and_zips_the_results(
     page.locator("#style-gallery").get_by_text("Starry night").click()
     section = open_batch(tab)
     choose(section, photos)
-    page.evaluate(STATUS_RECORDER)
+    record(page, ".batch-status", BATCH_BARS)
     section.get_by_role("button", name="Run batch").click()
     expect(status_box(section)).to_have_value(re.compile(r"^3 of 3 done"), timeout=60_000)
     expect(section.locator(".batch-gallery img")).to_have_count(3)
     batch_id = batch_id_of(section)
     assert UUID.match(batch_id)
-    seen: dict[str, Any] = page.evaluate("() => window.__batch")
-    assert seen["statuses"][0] == "Submitted 3 items", seen
-    assert seen["progress"], seen  # the progress bar showed on the status line
+    shown = seen(page)
+    assert shown["statuses"][0] == "Submitted 3 items", shown
+    assert shown["progress"], shown  # the progress bar showed on the status line
     status = httpx.get(f"{live_server}/api/v1/batches/{batch_id}/").json()
     assert status["status"] == "SUCCESS" and status["task_type"] == "style_transfer"
     assert [item["name"] for item in status["items"]] == ["coffee.jpg", "chelsea.jpg", "rocket.jpg"]
