@@ -25,7 +25,7 @@ from pipelines.inventory import find_models, worker_report
 from pipelines.models import load_hooks
 from settings import Settings
 from tasks.celery_app import queue_for
-from tasks.store import connect
+from tasks.store import PREFIX, connect
 
 log = logging.getLogger(__name__)
 REPORT_TTL = 15  # seconds: a report outlives a missed beat or two, not a dead worker
@@ -34,15 +34,15 @@ REQUEST_TTL = 3600
 
 
 def report_key(process: str) -> str:
-    return f"atelier:models:report:{process}"
+    return f"{PREFIX}:models:report:{process}"
 
 
 def loaded_key(process: str) -> str:
-    return f"atelier:models:loaded:{process}"
+    return f"{PREFIX}:models:loaded:{process}"
 
 
 def request_key(queue: str) -> str:
-    return f"atelier:models:request:{queue}"
+    return f"{PREFIX}:models:request:{queue}"
 
 
 def serves(settings: Settings, queues: list[str]) -> Any:

@@ -29,6 +29,7 @@ from tests.support.stack import stable_keys, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 JOBS, CLIENTS, GRADIO_CLIENTS = 1000, 50, 10
 TTL = 25  # at 5 s, ~3% expired unrun: 25 clients per worker make the queue wait longer than that
+FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
@@ -97,102 +98,116 @@ def snapshot(db: redis.Redis) -> tuple[set[bytes], dict[str, int]]:
     }
 
 
-def test_a_thousand_jobs_from_fifty_clients(studio: tuple[str, redis.Redis, Path], tmp_path: Path) -> None:
-    from gradio_client import Client, handle_file
+class Load:
+    """JOBS jobs, object removal and style transfer in turns, taken by REST and gradio_client clients
+    from one counter; ``outcomes`` holds what each job's client saw, by task id."""
 
-    base, db, log_path = studio
-    bodies = images(tmp_path)
-    editor = {"background": handle_file(str(tmp_path / "photo.png")), "layers": [], "composite": None}
-    gradio_inputs = {
-        "object_removal": [editor, handle_file(str(tmp_path / "mask.png")), "telea", 0],
-        "style_transfer": [handle_file(str(tmp_path / "styled.png")), "mosaic", None, 0.8, "fast", False],
-    }
-    # Warm up (models load once per worker), let it expire, then measure the baseline.
-    with httpx.Client(base_url=base, timeout=30) as http:
-        for body in bodies.values():
-            task_id = http.post("/api/v1/tasks/submit/", json=body).json()["task_id"]
-            wait_until(lambda t=task_id: http.get(f"/api/v1/tasks/{t}/status/").json()["status"] == "SUCCESS", 60)
-    wait_until(lambda: not list(db.scan_iter("atelier:job:*")), TTL + 30, interval=0.5, what="warm-up expiry")
-    time.sleep(1)
-    baseline_keys, baseline_memory = snapshot(db)
+    def __init__(self, base: str, db: redis.Redis, folder: Path) -> None:
+        from gradio_client import handle_file
 
-    lock = threading.Lock()
-    next_job = iter(range(JOBS))
-    outcomes: dict[str, dict[str, Any]] = {}  # task id → what its client saw
-    errors: list[str] = []
+        self.base, self.db, self.bodies = base, db, images(folder)
+        editor = {"background": handle_file(str(folder / "photo.png")), "layers": [], "composite": None}
+        self.gradio_inputs = {
+            "object_removal": [editor, handle_file(str(folder / "mask.png")), "telea", 0],
+            "style_transfer": [handle_file(str(folder / "styled.png")), "mosaic", None, 0.8, "fast", False],
+        }
+        self.lock = threading.Lock()
+        self.next_job = iter(range(JOBS))
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        self.errors: list[str] = []
 
-    def take() -> int | None:
-        with lock:
-            return next(next_job, None)
+    def warm_up(self) -> None:
+        """One job of each kind (models load once per worker), then until its keys have expired."""
+        with httpx.Client(base_url=self.base, timeout=30) as http:
+            for body in self.bodies.values():
+                task_id = http.post("/api/v1/tasks/submit/", json=body).json()["task_id"]
+                wait_until(lambda t=task_id: http.get(f"/api/v1/tasks/{t}/status/").json()["status"] == "SUCCESS", 60)
+        wait_until(lambda: not list(self.db.scan_iter("atelier:job:*")), TTL + 30, interval=0.5, what="warm-up expiry")
+        time.sleep(1)
 
-    def rest_client() -> None:
-        with httpx.Client(base_url=base, timeout=60) as http:
-            while (n := take()) is not None:
-                task_type = ("object_removal", "style_transfer")[n % 2]
+    def take(self) -> tuple[int, str] | None:
+        with self.lock:
+            n = next(self.next_job, None)
+        return None if n is None else (n, ("object_removal", "style_transfer")[n % 2])
+
+    def rest_client(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=60) as http:
+            while (job := self.take()) is not None:
                 try:
-                    response = http.post("/api/v1/tasks/submit/", json=bodies[task_type])
-                    assert response.status_code == 202, response.text
-                    task_id = response.json()["task_id"]
-                    while (status := http.get(f"/api/v1/tasks/{task_id}/status/").json())["status"] not in (
-                        "SUCCESS", "FAILURE", "REVOKED",
-                    ):  # fmt: skip
-                        time.sleep(0.02)
-                    attempts = db.hget(f"atelier:job:{task_id}", "attempts")
-                    png = http.get(f"/api/v1/tasks/{task_id}/result/?format=png")
-                    outcomes[task_id] = {
-                        "via": "rest", "status": status["status"], "attempts": attempts,
-                        "png": png.status_code == 200 and png.content.startswith(b"\x89PNG"),
-                    }  # fmt: skip
+                    self.rest_job(http, job[1])
                 except Exception as exc:
-                    errors.append(f"rest job {n}: {exc!r}")
+                    self.errors.append(f"rest job {job[0]}: {exc!r}")
 
-    def gradio_client() -> None:
-        client = Client(base, verbose=False)
-        while (n := take()) is not None:
-            task_type = ("object_removal", "style_transfer")[n % 2]
+    def rest_job(self, http: httpx.Client, task_type: str) -> None:
+        response = http.post("/api/v1/tasks/submit/", json=self.bodies[task_type])
+        assert response.status_code == 202, response.text
+        task_id = response.json()["task_id"]
+        while (status := http.get(f"/api/v1/tasks/{task_id}/status/").json())["status"] not in FINISHED:
+            time.sleep(0.02)
+        png = http.get(f"/api/v1/tasks/{task_id}/result/?format=png")
+        self.outcomes[task_id] = {
+            "via": "rest", "status": status["status"], "attempts": self.attempts(task_id),
+            "png": png.status_code == 200 and png.content.startswith(b"\x89PNG"),
+        }  # fmt: skip
+
+    def gradio_client(self) -> None:
+        from gradio_client import Client
+
+        client = Client(self.base, verbose=False)
+        while (job := self.take()) is not None:
             try:
-                image, task_id, message = client.predict(*gradio_inputs[task_type], api_name=f"/{task_type}")
-                attempts = db.hget(f"atelier:job:{task_id}", "attempts")
-                outcomes[task_id] = {
-                    "via": "gradio", "status": "SUCCESS" if message == "Done" else message, "attempts": attempts,
+                image, task_id, message = client.predict(*self.gradio_inputs[job[1]], api_name=f"/{job[1]}")
+                self.outcomes[task_id] = {
+                    "via": "gradio", "status": "SUCCESS" if message == "Done" else message,
+                    "attempts": self.attempts(task_id),
                     "png": bool(image) and Image.open(image).size in ((16, 16), (32, 32)),
                 }  # fmt: skip
             except Exception as exc:
-                errors.append(f"gradio job {n}: {exc!r}")
+                self.errors.append(f"gradio job {job[0]}: {exc!r}")
 
-    started = time.monotonic()
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        futures = [pool.submit(gradio_client) for _ in range(GRADIO_CLIENTS)]
-        futures += [pool.submit(rest_client) for _ in range(CLIENTS - GRADIO_CLIENTS)]
-        for future in futures:
-            future.result()
-    duration = time.monotonic() - started
+    def attempts(self, task_id: str) -> bytes | None:
+        return self.db.hget(f"atelier:job:{task_id}", "attempts")  # type: ignore[return-value]
 
-    ids = set(outcomes)
+    def run(self) -> float:
+        started = time.monotonic()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            futures = [pool.submit(self.gradio_client) for _ in range(GRADIO_CLIENTS)]
+            futures += [pool.submit(self.rest_client) for _ in range(CLIENTS - GRADIO_CLIENTS)]
+            for future in futures:
+                future.result()
+        return time.monotonic() - started
 
-    def log_counts() -> tuple[Counter[str], Counter[str]]:
-        text = log_path.read_text(errors="replace")
-        received = Counter(re.findall(rf"run_operation\[({UUID})\] received", text))
-        return received, Counter(re.findall(rf"run_operation\[({UUID})\] succeeded", text))
 
+def log_counts(log_path: Path) -> tuple[Counter[str], Counter[str]]:
+    """How many times the workers' log says each job was received, and succeeded."""
+    text = log_path.read_text(errors="replace")
+    received = Counter(re.findall(rf"run_operation\[({UUID})\] received", text))
+    return received, Counter(re.findall(rf"run_operation\[({UUID})\] succeeded", text))
+
+
+def test_a_thousand_jobs_from_fifty_clients(studio: tuple[str, redis.Redis, Path], tmp_path: Path) -> None:
+    base, db, log_path = studio
+    load = Load(base, db, tmp_path)
+    load.warm_up()
+    baseline_keys, baseline_memory = snapshot(db)
+
+    duration = load.run()
+    outcomes, ids = load.outcomes, set(load.outcomes)
     # A worker logs "succeeded" after it stored the result a client may already have seen.
-    wait_until(lambda: ids <= set(log_counts()[1]), 15, interval=0.5, what="every job's log line")
-    received, succeeded = log_counts()
+    wait_until(lambda: ids <= set(log_counts(log_path)[1]), 15, interval=0.5, what="every job's log line")
+    received, succeeded = log_counts(log_path)
     print(
         f"\n{JOBS} jobs, {CLIENTS} clients ({GRADIO_CLIENTS} gradio_client): {duration:.1f} s, "
         f"{JOBS / duration:.1f} jobs/s; via {Counter(o['via'] for o in outcomes.values())}"
     )
-    assert errors == [], errors[:5]
+    assert load.errors == [], load.errors[:5]
     assert len(ids) == JOBS  # every job got its own id and an answer
     assert Counter(o["status"] for o in outcomes.values()) == {"SUCCESS": JOBS}  # none lost or failed
     assert all(o["png"] for o in outcomes.values())
     assert Counter(o["attempts"] for o in outcomes.values()) == {b"1": JOBS}  # each started once
     assert all(received[t] == 1 and succeeded[t] == 1 for t in ids)  # each delivered and run once
 
-    def back_to_baseline() -> bool:
-        return snapshot(db)[0] == baseline_keys
-
-    wait_until(back_to_baseline, TTL + 60, interval=0.5, what="Redis to drop every job's keys")
+    wait_until(lambda: snapshot(db)[0] == baseline_keys, TTL + 60, interval=0.5, what="Redis to drop every job's keys")
     time.sleep(1)
     keys, memory = snapshot(db)
     print(f"Redis memory: baseline {baseline_memory}, after expiry {memory}")

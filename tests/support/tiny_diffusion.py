@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # CLIP's byte-level BPE alphabet: every byte has a printable stand-in, so any prompt tokenizes.
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
@@ -51,11 +52,35 @@ def build_tiny_pipeline(path: Path, seed: int = 0) -> Path:
     if (path / "model_index.json").exists():
         return path
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+    torch.manual_seed(seed)  # the parts are built in this order, so a seed gives the same weights
+    unet, vae, text_encoder = tiny_unet(), tiny_vae(), tiny_text_encoder()
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        timestep_spacing="trailing",
+        steps_offset=1,
+    )
+    pipeline = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tiny_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    save_atomically(pipeline, path)
+    return path
+
+
+def tiny_unet() -> Any:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
         block_out_channels=(16, 32),
         layers_per_block=1,
         norm_num_groups=8,
@@ -67,8 +92,13 @@ def build_tiny_pipeline(path: Path, seed: int = 0) -> Path:
         cross_attention_dim=32,
         attention_head_dim=4,
     )
-    # Four blocks: the VAE scale factor is 2 ** 3 = 8, as in Stable Diffusion.
-    vae = AutoencoderKL(
+
+
+def tiny_vae() -> Any:
+    """Four blocks: the VAE scale factor is 2 ** 3 = 8, as in Stable Diffusion."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         block_out_channels=(8, 8, 16, 16),
         norm_num_groups=8,
         in_channels=3,
@@ -79,42 +109,38 @@ def build_tiny_pipeline(path: Path, seed: int = 0) -> Path:
         layers_per_block=1,
         sample_size=64,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=BOS_ID,
-            eos_token_id=EOS_ID,
-            pad_token_id=EOS_ID,
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            projection_dim=32,
-            vocab_size=1000,
-            max_position_embeddings=77,
-        )
+
+
+def tiny_text_encoder() -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=EOS_ID,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        projection_dim=32,
+        vocab_size=1000,
+        max_position_embeddings=77,
     )
+    return CLIPTextModel(config)
+
+
+def tiny_tokenizer() -> Any:
+    from transformers import CLIPTokenizer
+
     with tempfile.TemporaryDirectory() as tmp:
         vocab_file, merges_file = write_tokenizer_files(Path(tmp))
         tokenizer = CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=77)
-        assert tokenizer.bos_token_id == BOS_ID and tokenizer.eos_token_id == EOS_ID
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        timestep_spacing="trailing",
-        steps_offset=1,
-    )
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    # Write next to the target and rename, so a concurrent reader never sees half a folder.
+    assert tokenizer.bos_token_id == BOS_ID and tokenizer.eos_token_id == EOS_ID
+    return tokenizer
+
+
+def save_atomically(pipeline: Any, path: Path) -> None:
+    """Write next to the target and rename, so a concurrent reader never sees half a folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-sd-", dir=path.parent))
     pipeline.save_pretrained(staging, safe_serialization=True)
@@ -124,7 +150,6 @@ def build_tiny_pipeline(path: Path, seed: int = 0) -> Path:
         import shutil
 
         shutil.rmtree(staging, ignore_errors=True)
-    return path
 
 
 def build_tiny_autoencoder(path: Path, seed: int = 0) -> Path:
