@@ -1,6 +1,6 @@
 """Atelier's batch benchmark: a batch through REST and the workers against a plain loop over the same pipeline.
 
-    .venv/bin/python benchmarks/batch.py [--items 200] [--repeat 3] [--job style|telea]   (make bench runs it)
+    .venv/bin/python benchmarks/batch.py [--items 200] [--repeat 5] [--job style|telea]   (make bench runs it)
     .venv/bin/python benchmarks/batch.py --profile cpu|wall [--items 200]   (where a worker's time goes)
 
 The baseline is what ``rembg p`` does: one process decodes each input, runs the pipeline and
@@ -568,11 +568,32 @@ def delay_table(results: Results) -> None:
     )
 
 
+TARGET = 0.8  # issue 14: a batch on N worker processes at 0.8× or more of N plain loops side by side
+
+
+def verdict(results: Results) -> None:
+    """The targets read against this run: each batch against as many plain loop processes as it had
+    worker processes, side by side (one loop for one process), and the single job's start."""
+    ratios = {1: bracketed(results, 1, "loop"), 2: bracketed(results, 2, "loop-2")}
+    print()
+    for processes, values in ratios.items():
+        median = statistics.median(values)
+        loops = "one plain loop" if processes == 1 else "two plain loops side by side"
+        met = "met" if median >= TARGET else "NOT met"
+        print(f"- {processes} worker process{'es' if processes > 1 else ''} against {loops}: {median:.2f}× "
+              f"(median of {listed(values, 2)}); target ≥ {TARGET}×: {met}")  # fmt: skip
+    for processes, key in ((1, "delay-1"), (2, "delay-2")):
+        started = max(n for _, n in results[key])
+        met = "met" if started <= processes else "NOT met"
+        print(f"- single job during a batch on {processes} worker process{'es' if processes > 1 else ''}: at most "
+              f"{started} batch item(s) started before it; target ≤ {processes}: {met}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=200, help="items per batch")
     parser.add_argument("--loop-items", type=int, default=60, help="items per plain loop run (a rate needs fewer)")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of each measurement")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved runs of each measurement")
     parser.add_argument("--job", choices=("style", "telea"), default="style", help="the small job")
     parser.add_argument("--profile", choices=("cpu", "wall"), help="instead: one batch on a worker under cProfile")
     args = parser.parse_args()
@@ -589,6 +610,7 @@ def main() -> None:
     throughput_table(small_job(args.job).label, args.items, results)
     phases_table(args.items, results)
     delay_table(results)
+    verdict(results)
     print(f"\n(ran {time.monotonic() - started:.0f} s; the cpu queue's workers and the web app share this machine's "
           f"{os.cpu_count()} cores with Redis, app.py's idle gpu worker and the loops)")  # fmt: skip
 
