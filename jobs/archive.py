@@ -23,7 +23,9 @@ class ArchiveRejected(ValueError):
 
 
 def read_archive(data: bytes, max_items: int, max_bytes: int) -> list[tuple[str, bytes]]:
-    """The images in a zip, as (file name, bytes), in the archive's order.
+    """The images in a zip, as (item name, bytes), in the archive's order. An image in a folder is
+    named after its path below the folder every image shares (``front/01.jpg`` → ``front-01.jpg``,
+    so ``back/01.jpg`` stays apart from it; a zipped folder's own name is left out).
 
     Refused: anything that is not a zip, an entry whose path leaves the archive's folder (``../x``,
     ``/etc/x``, ``C:\\x``), links, encrypted entries, files that are not images, more than
@@ -49,10 +51,22 @@ def read_archive(data: bytes, max_items: int, max_bytes: int) -> list[tuple[str,
         total += len(content)
         if total > max_bytes:
             raise ArchiveRejected(f"archive unpacks to more than {max_bytes:,} bytes (a zip bomb?)")
-        images.append((PurePosixPath(info.filename).name, content))
+        images.append(content)
     if not images:
         raise ArchiveRejected("archive holds no images")
-    return images
+    return list(zip(item_names([info.filename for info in entries]), images, strict=True))
+
+
+def item_names(paths: list[str]) -> list[str]:
+    """Each entry's path below the folders all entries share, its folders joined by ``-``."""
+    folders = [PurePosixPath(path.replace("\\", "/")).parts[:-1] for path in paths]
+    shared = 0
+    while all(len(parts) > shared for parts in folders) and len({parts[shared] for parts in folders}) == 1:
+        shared += 1
+    return [
+        "-".join((*parts[shared:], PurePosixPath(path.replace("\\", "/")).name))
+        for parts, path in zip(folders, paths, strict=True)
+    ]
 
 
 def _wanted(info: zipfile.ZipInfo) -> bool:

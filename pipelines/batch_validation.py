@@ -57,20 +57,25 @@ def validate_batch(
     if details:
         raise InvalidSubmission(details)
     checked = [_check_item(index, item, shared, shared_errors, max_pixels) for index, item in enumerate(items)]
-    details.update(_item_details([errors for errors, _ in checked], shared))
+    details.update(_item_details([errors for errors, _ in checked], items))
     if details:
         raise InvalidSubmission(details)
     return operation, [item for _, item in checked if item is not None]
 
 
-def _item_details(errors: list[Details], shared: Mapping[str, Any]) -> Details:
-    """The items' problems, keyed ``items[i].<field>``; a problem that every item has with a shared
-    field (a mask that covers everything, say) is told once, under the shared field's name."""
+def _item_details(errors: list[Details], items: list[Any]) -> Details:
+    """The items' problems, keyed ``items[i].<field>``. A problem every item has with a value none
+    of them gave itself (a shared mask that covers everything, a mask that neither the batch nor any
+    item gives) is told once, under the field's own name; what an item gave is that item's problem."""
     details: Details = {}
     common = None
-    for item_errors in errors:
+    for item_errors, item in zip(errors, items, strict=True):
         unprefixed = {field.partition("].")[2]: tuple(messages) for field, messages in item_errors.items()}
-        found = {(field, messages) for field, messages in unprefixed.items() if field.split(".")[0] in shared}
+        found = {
+            (field, messages)
+            for field, messages in unprefixed.items()
+            if field and isinstance(item, dict) and not _from_item(field, item)
+        }
         common = found if common is None else common & found
     for field, messages in sorted(common or ()):
         details[field] = list(messages)

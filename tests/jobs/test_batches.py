@@ -35,7 +35,16 @@ def test_an_archive_gives_its_images_by_file_name_skipping_what_archivers_add() 
     data = zipped(
         {"shoot/a.png": png(), "b.PNG": png(), "__MACOSX/._a.png": b"x", "shoot/.DS_Store": b"x", "shoot/": b""}
     )
-    assert [name for name, _ in read_archive(data, 10, 1 << 20)] == ["a.png", "b.PNG"]
+    assert [name for name, _ in read_archive(data, 10, 1 << 20)] == ["shoot-a.png", "b.PNG"]
+
+
+def test_archive_items_in_folders_keep_the_folders_below_the_one_all_share() -> None:
+    zipped_folder = zipped({"shoot/front/01.jpg": png(), "shoot/back/01.jpg": png(), "shoot/02.jpg": png()})
+    names = [name for name, _ in read_archive(zipped_folder, 10, 1 << 20)]
+    assert names == ["front-01.jpg", "back-01.jpg", "02.jpg"]
+    assert result_names(names) == ["front-01.png", "back-01.png", "02.png"]
+    one_folder = zipped({"shoot/a.png": png(), "shoot/b.png": png()})
+    assert [name for name, _ in read_archive(one_folder, 10, 1 << 20)] == ["a.png", "b.png"]
 
 
 @pytest.mark.parametrize(
@@ -151,3 +160,22 @@ def test_batch_validation_names_the_item_and_reports_shared_problems_once() -> N
     assert operation.name == "image_generation"
     assert [item.submission.prompt for item in items] == ["a red shoe", "a blue shoe"]
     assert items[1].submission.parameters == {"steps": 2, "seed": 7} and items[1].name == "blue"
+
+
+def test_a_value_an_item_gave_itself_is_that_items_problem_even_when_every_item_has_it() -> None:
+    image, mask = png(), png()
+    shared = {"task_type": "object_removal", "parameters": {"engine": "telea"}, "mask": mask}
+    bad = {"image": image, "parameters": {"radius": -1}}
+    for items in ([bad], [bad, bad]):
+        with pytest.raises(InvalidSubmission) as refused:
+            validate_batch(shared, items, 10_000, 10)
+        assert set(refused.value.details) == {f"items[{i}].parameters.radius" for i in range(len(items))}
+    with pytest.raises(InvalidSubmission) as refused:  # the shared mask is fine; the item's own is not
+        validate_batch(shared, [{"image": image, "mask": b"zz"}], 10_000, 10)
+    assert set(refused.value.details) == {"items[0].mask"}
+    with pytest.raises(InvalidSubmission) as refused:  # an item's own bad value beside one every item shares
+        validate_batch({**shared, "parameters": {"engine": "telea", "radius": 0}}, [{"image": image}] * 2, 10_000, 10)
+    assert set(refused.value.details) == {"parameters.radius"}
+    with pytest.raises(InvalidSubmission) as refused:  # a mask neither the batch nor any item gives: told once
+        validate_batch({"task_type": "object_removal"}, [{"image": image}] * 3, 10_000, 10)
+    assert set(refused.value.details) == {"mask"}
