@@ -125,8 +125,8 @@ def build_ui() -> gr.Blocks:
                     rendered[task_type] = render()
             with gr.Tab("PNG Info", id="png_info", elem_id="tab-png_info"):
                 info = png_info.render()
-            with gr.Tab("Tasks", id="tasks", elem_id="tab-tasks"):
-                table = tasks.render(recent)
+            with gr.Tab("Tasks", id="tasks", elem_id="tab-tasks") as tasks_tab:
+                table = tasks.render(recent, tasks_tab)
             with gr.Tab("Models", id="models", elem_id="tab-models") as models_tab:
                 models.render(models_tab)
         models.wire_marks(demo, marks)  # the tabs' choices that no live worker can run yet

@@ -44,6 +44,7 @@ POLL_MAX = 0.5
 YIELD_EVERY = 0.5  # the gallery goes out whole on every update: at most twice a second while items finish
 SEED_MAX = 2**32 - 1
 FAILURES_SHOWN = 5
+NAMES_SHOWN = 3  # item names listed beside a reason several items share
 ITEM_PATH = re.compile(r"^items\[(\d+)\]")
 PROGRESS = gr.Progress()  # only a marker: Gradio hands the handler a tracker of its own in its place
 # (gallery: (image, caption) pairs, status text, batch id, item count, zip path); gr.skip() keeps one as is.
@@ -172,11 +173,26 @@ def progress_text(status: BatchStatus) -> str:
         waiting = [(i, item) for i, item in enumerate(status.items) if item.status == JobState.PENDING]
         for index, item in (at_work or waiting)[:1]:
             lines.append(f"{_label(item, index)}: {item.message}")
-    failed = [(i, item) for i, item in enumerate(status.items) if item.status == JobState.FAILURE]
-    lines += [f"Failed: {_label(item, index)}: {item.message}" for index, item in failed[:FAILURES_SHOWN]]
-    if len(failed) > FAILURES_SHOWN:
-        lines.append(f"… {len(failed) - FAILURES_SHOWN} more failed (manifest.json in the zip lists them all)")
-    return "\n".join(lines)
+    return "\n".join(lines + failure_lines(status))
+
+
+def failure_lines(status: BatchStatus) -> list[str]:
+    """Why items failed, one line per reason: "Failed: b.jpg: No face found", or for several items
+    with the same reason "Failed (3: a.jpg, b.jpg, c.jpg): …"."""
+    reasons: dict[str, list[str]] = {}
+    for index, item in enumerate(status.items):
+        if item.status == JobState.FAILURE:
+            reasons.setdefault(item.message, []).append(_label(item, index))
+    lines = []
+    for message, names in list(reasons.items())[:FAILURES_SHOWN]:
+        named = ", ".join(names[:NAMES_SHOWN]) + (
+            f", … {len(names) - NAMES_SHOWN} more" if len(names) > NAMES_SHOWN else ""
+        )
+        lines.append(f"Failed: {named}: {message}" if len(names) == 1 else f"Failed ({len(names)}: {named}): {message}")
+    if len(reasons) > FAILURES_SHOWN:
+        others = sum(len(names) for names in list(reasons.values())[FAILURES_SHOWN:])
+        lines.append(f"… {others} more failed for other reasons (manifest.json in the zip lists them all)")
+    return lines
 
 
 def _collect(status: BatchStatus, shown: dict[str, tuple[str | None, str]], cache: Cache) -> None:
@@ -223,7 +239,7 @@ async def follow_batch(batch_id: str, total: int, progress: gr.Progress, cache: 
         if status.finished:
             progress(1.0, desc=status.message)
             archive = None
-            if status.counts[JobState.SUCCESS]:
+            if status.counts[JobState.SUCCESS] or status.counts[JobState.FAILURE]:  # the manifest says why
                 with answering(batch_id):
                     archive = await asyncio.to_thread(save_archive, batch_id, who)
             yield gallery_of(status, shown), text, batch_id, total, archive
@@ -381,6 +397,7 @@ def prompts_section(submission: Callable[..., Submission], inputs: Sequence[Any]
         if not lines:
             raise error("Write one prompt per line (or a prompt above).", title="Nothing to run")
         parameters = dict(job["parameters"])
+        parameters["num_images"] = 1  # one image per prompt and seed: the tab's grid size is for single jobs
         seed = parameters.pop("seed", None)
         if seed is not None and not isinstance(seed, int):  # the job's validation names it
             parameters["seed"], seed = seed, None

@@ -168,8 +168,8 @@ class History:
     shown: gr.JSON
 
 
-def render() -> History:
-    """The list, its Refresh and Older buttons; it loads with the page."""
+def render(tab: gr.Tab | None = None) -> History:
+    """The list, its Refresh and Older buttons; it loads with the page and again when ``tab`` is opened."""
     from gradio.context import Context
 
     with gr.Row():
@@ -194,6 +194,8 @@ def render() -> History:
     shown, cursor = gr.JSON([], visible=False), gr.Textbox("", visible=False)
     outputs = [table, gallery, shown, cursor, note, older]
     refresh.click(first_page, None, outputs, api_visibility="private", concurrency_limit=None)
+    if tab is not None:  # jobs and batches submitted in the other tabs since the page loaded
+        tab.select(first_page, None, outputs, api_visibility="private", concurrency_limit=None)
     older.click(next_page, cursor, outputs, api_visibility="private", concurrency_limit=None)
     if Context.root_block is not None:  # inside the page's Blocks: the list loads with it
         Context.root_block.load(first_page, None, outputs, api_visibility="private")

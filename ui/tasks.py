@@ -158,8 +158,8 @@ def remember(task_id: str, task_type: str, recent: list[list[str]] | None) -> tu
     return recent, recent
 
 
-def render(recent: gr.BrowserState) -> gr.Dataframe:
-    mine = history.render()
+def render(recent: gr.BrowserState, tab: gr.Tab | None = None) -> gr.Dataframe:
+    mine = history.render(tab)
     with gr.Row():
         task_id = gr.Textbox(
             label="Task or batch id", placeholder="Paste a task id or a batch id", scale=4, elem_id="lookup-id"

@@ -164,6 +164,7 @@ def test_generate_makes_a_batch_from_prompts_and_seeds(page: Page, live_server: 
     fill_field(tab.get_by_label("Seed (-1 = random)"), "40")
     for side in ("Width", "Height"):  # small images: four of them on a CPU
         fill_field(tab.get_by_label(f"number input for {side}"), "128")
+    fill_field(tab.get_by_label("number input for Images"), "2")  # a single job's grid: not for a batch's items
     section = open_batch(tab)
     fill_field(section.get_by_label("number input for Seeds per prompt", exact=False), "2")
     fill_field(section.get_by_label("Prompts, one per line (empty: the prompt above)"), "a red fox\na blue bird")
@@ -178,7 +179,7 @@ def test_generate_makes_a_batch_from_prompts_and_seeds(page: Page, live_server: 
     ]  # fmt: skip
     status = httpx.get(f"{live_server}/api/v1/batches/{batch_id_of(section)}/").json()
     assert status["task_type"] == "image_generation" and status["total"] == 4
-    assert Image.open(io.BytesIO(archive.read("a-red-fox-seed-41.png"))).size == (128, 128)
+    assert Image.open(io.BytesIO(archive.read("a-red-fox-seed-41.png"))).size == (128, 128)  # one image, no grid
 
 
 def test_face_swap_puts_the_one_source_face_onto_every_target(

@@ -184,6 +184,7 @@ def test_tasks_tab_picks_a_job_up_by_id_and_lists_recent_jobs(page: Page, live_s
     task_id = task_id_of(tab)
     tasks = open_tab(page, "Tasks", "tasks")
     expect(tasks.locator("#recent-jobs table").first).to_contain_text(task_id, timeout=10_000)  # noted, and so stored
+    expect(tasks.locator("#history-table")).to_contain_text(task_id, timeout=10_000)  # the list, fresh as the tab opens
     page.reload()  # a reload keeps the recent jobs (browser storage), and the id still works
     tasks = open_tab(page, "Tasks", "tasks")
     expect(tasks.locator("#recent-jobs table").first).to_contain_text(task_id, timeout=10_000)

@@ -111,8 +111,12 @@ def test_the_status_line_counts_says_what_runs_and_why_items_failed() -> None:
     assert progress_text(waiting) == "0 of 2 done\nitem 1: Queued — 2nd in the gpu queue"
     cancelled = batch(item(0, JobState.SUCCESS), item(1, JobState.REVOKED), cancelled=True)
     assert progress_text(cancelled) == "Cancelled · 1 of 2 done · 1 cancelled"
-    failures = batch(*[item(index, JobState.FAILURE, message="Bad") for index in range(7)])
-    assert progress_text(failures).splitlines()[-1].startswith("… 2 more failed")
+    same = batch(*[item(index, JobState.FAILURE, message="Model missing") for index in range(7)])
+    assert progress_text(same).splitlines()[1:] == ["Failed (7: item 1, item 2, item 3, … 4 more): Model missing"]
+    reasons = batch(*[item(index, JobState.FAILURE, message=f"Bad {index % 7}") for index in range(9)])
+    lines = progress_text(reasons).splitlines()
+    assert lines[1:3] == ["Failed (2: item 1, item 8): Bad 0", "Failed (2: item 2, item 9): Bad 1"]
+    assert lines[-1] == "… 2 more failed for other reasons (manifest.json in the zip lists them all)"
 
 
 def test_the_gallery_keeps_the_batchs_order() -> None:
@@ -280,6 +284,19 @@ def test_the_section_follows_a_batch_until_its_zip(fake: FakeClient) -> None:
     ]
     assert reported[0] == (None, "0 of 2 done") and reported[1] == (0.75, "1 of 2 done · 1 running")
     assert reported[-1] == (1.0, "2 of 2 done")
+
+
+def test_a_batch_where_every_item_failed_still_offers_its_manifest(fake: FakeClient) -> None:
+    fake.statuses = [batch(item(0, JobState.FAILURE, "a.jpg", "Model missing"), item(1, JobState.REVOKED, "b.jpg"))]
+
+    async def updates() -> list[Any]:
+        return [update async for update in follow_batch(BATCH, 2, lambda *a, **k: None, lambda path: path)]  # type: ignore[arg-type]
+
+    (gallery, text, _, _, archive), *_ = run_async(updates())
+    assert gallery == [] and "Failed: a.jpg: Model missing" in text
+    assert zipfile.ZipFile(archive).namelist() == ["manifest.json"]
+    fake.statuses = [batch(item(0, JobState.REVOKED, "a.jpg"), cancelled=True)]  # nothing ran: nothing to zip
+    assert run_async(updates())[-1][4] is None
 
 
 def test_the_section_waits_for_redis_and_says_when_the_batch_is_gone(fake: FakeClient) -> None:
