@@ -59,14 +59,12 @@ def read_archive(data: bytes, max_items: int, max_bytes: int) -> list[tuple[str,
 
 def item_names(paths: list[str]) -> list[str]:
     """Each entry's path below the folders all entries share, its folders joined by ``-``."""
-    folders = [PurePosixPath(path.replace("\\", "/")).parts[:-1] for path in paths]
+    parts = [PurePosixPath(path.replace("\\", "/")).parts for path in paths]
+    folders = [path[:-1] for path in parts]
     shared = 0
-    while all(len(parts) > shared for parts in folders) and len({parts[shared] for parts in folders}) == 1:
+    while all(len(folder) > shared for folder in folders) and len({folder[shared] for folder in folders}) == 1:
         shared += 1
-    return [
-        "-".join((*parts[shared:], PurePosixPath(path.replace("\\", "/")).name))
-        for parts, path in zip(folders, paths, strict=True)
-    ]
+    return ["-".join(path[shared:]) for path in parts]
 
 
 def _wanted(info: zipfile.ZipInfo) -> bool:

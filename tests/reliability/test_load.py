@@ -23,13 +23,14 @@ import redis
 from PIL import Image, ImageDraw
 
 from app import free_port
+from tasks.states import FINISHED
+from tasks.store import job_key
 from tests.conftest import b64
 from tests.support.stack import stable_keys, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS, CLIENTS, GRADIO_CLIENTS = 1000, 50, 10
 TTL = 25  # at 5 s, ~3% expired unrun: 25 clients per worker make the queue wait longer than that
-FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
@@ -122,7 +123,7 @@ class Load:
             for body in self.bodies.values():
                 task_id = http.post("/api/v1/tasks/submit/", json=body).json()["task_id"]
                 wait_until(lambda t=task_id: http.get(f"/api/v1/tasks/{t}/status/").json()["status"] == "SUCCESS", 60)
-        wait_until(lambda: not list(self.db.scan_iter("atelier:job:*")), TTL + 30, interval=0.5, what="warm-up expiry")
+        wait_until(lambda: not list(self.db.scan_iter(job_key("*"))), TTL + 30, interval=0.5, what="warm-up expiry")
         time.sleep(1)
 
     def take(self) -> tuple[int, str] | None:
@@ -166,7 +167,7 @@ class Load:
                 self.errors.append(f"gradio job {job[0]}: {exc!r}")
 
     def attempts(self, task_id: str) -> bytes | None:
-        return self.db.hget(f"atelier:job:{task_id}", "attempts")  # type: ignore[return-value]
+        return self.db.hget(job_key(task_id), "attempts")  # type: ignore[return-value]
 
     def run(self) -> float:
         started = time.monotonic()
